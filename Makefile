@@ -1,0 +1,106 @@
+# pg_sop / libsop top-level build.
+#
+#   make                 build/lib/libsop.a, build/lib/libsop.so
+#   make demo            install missing packages, build, run the demo
+#   make test            install missing packages, build, run every test
+#   make SANITIZE=address,undefined test     the same under ASan/UBSan (build/san)
+#   make lint            formatting, layering, exported symbols, banned calls, cppcheck
+#   make test-long       the test suite with the long (documented) sizes
+#
+# The test suite links the fault-injection build of the engine
+# (-DSOP_FAULT_INJECTION, build/fault); the library users get has no hooks.
+
+.DEFAULT_GOAL := all
+SHELL := /bin/bash
+
+SANITIZE ?=
+ifeq ($(SANITIZE),)
+  BUILD := build
+  OPT := -O2
+  SANFLAGS :=
+else
+  BUILD := build/san
+  OPT := -O1
+  SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+
+CC ?= cc
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+        -Wvla -Wpointer-arith -Wundef -Wimplicit-fallthrough -Wcast-align -Wwrite-strings
+CPPFLAGS := -D_GNU_SOURCE -Iengine/include -Iengine/src
+CFLAGS := -std=c11 -g $(OPT) -fPIC -fvisibility=hidden $(WARN) $(SANFLAGS) -MMD -MP
+LDFLAGS := $(SANFLAGS)
+LDLIBS := -lpthread -lm
+
+ENGINE_SRC := $(wildcard engine/src/*.c)
+OBJ := $(ENGINE_SRC:engine/src/%.c=$(BUILD)/obj/%.o)
+FOBJ := $(ENGINE_SRC:engine/src/%.c=$(BUILD)/fault/obj/%.o)
+LIB_A := $(BUILD)/lib/libsop.a
+LIB_SO := $(BUILD)/lib/libsop.so
+FLIB_A := $(BUILD)/fault/lib/libsop.a
+
+TEST_SRC := $(wildcard tests/engine/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/engine/%.c=$(BUILD)/tests/%)
+DEMO := $(BUILD)/bin/sop-demo
+
+.PHONY: all deps demo test test-long lint format clean
+all: $(LIB_A) $(LIB_SO)
+
+$(BUILD)/obj/%.o: engine/src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/fault/obj/%.o: engine/src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -DSOP_FAULT_INJECTION $(CFLAGS) -c $< -o $@
+
+$(LIB_A): $(OBJ)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIB_SO): $(OBJ)
+	@mkdir -p $(@D)
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libsop.so.0 -o $@ $^ $(LDLIBS)
+
+$(FLIB_A): $(FOBJ)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/tests/t.o: tests/t.c tests/t.h
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -DSOP_FAULT_INJECTION -Itests $(CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%: tests/engine/%.c $(BUILD)/tests/t.o $(FLIB_A)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -DSOP_FAULT_INJECTION -Itests $(CFLAGS) -o $@ $< $(BUILD)/tests/t.o \
+	    $(FLIB_A) $(LDFLAGS) $(LDLIBS)
+
+$(DEMO): engine/examples/demo.c $(LIB_A)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB_A) $(LDFLAGS) $(LDLIBS)
+
+deps:
+	@.ci/deps
+
+demo: deps
+	@$(MAKE) --no-print-directory $(DEMO)
+	$(DEMO)
+
+test: deps
+	@$(MAKE) --no-print-directory $(TEST_BIN) $(LIB_A) $(LIB_SO)
+	@tests/run $(TEST_BIN)
+
+test-long: deps
+	@$(MAKE) --no-print-directory $(TEST_BIN)
+	@SOP_TEST_LONG=1 tests/run $(TEST_BIN)
+
+lint: $(LIB_SO)
+	@.ci/lint $(LIB_SO)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build
+
+-include $(OBJ:.o=.d) $(FOBJ:.o=.d) $(TEST_BIN:=.d) $(BUILD)/tests/t.d

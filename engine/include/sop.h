@@ -1,0 +1,337 @@
+/*
+ * sop.h - the public interface of libsop, the SOP ("Scalable Objects
+ * Persistence") storage engine.
+ *
+ * This is the only header an application includes. Everything it declares
+ * starts with sop_ / SOP_; every handle is opaque.
+ *
+ * Conventions (they hold for every function below unless it says otherwise):
+ *
+ *  1. Every fallible call returns a sop_rc and, when it fails and `err` is not
+ *     NULL, fills the caller-owned sop_err with the code, the errno involved
+ *     (0 if none) and a one-line message naming what failed and where.
+ *  2. Out-parameters are written only on success.
+ *  3. Every open/create has exactly one close; close(NULL) is a no-op.
+ *  4. A handle is used by one thread at a time. Different handles may be used
+ *     concurrently from different threads.
+ *  5. Pointers returned into engine memory (keys and values of a sop_item)
+ *     stay valid until the next call that moves or changes any cursor of the
+ *     same B-tree, changes the tree, or closes it - whichever comes first.
+ *  6. A B-tree that hit an error in the middle of a change (for example
+ *     SOP_NOMEM while splitting a node) is poisoned: every later call returns
+ *     SOP_POISONED and only close is legal. Errors detected before anything
+ *     changed (bad arguments, SOP_EXISTS, SOP_NOTFOUND) do not poison.
+ */
+#ifndef SOP_H
+#define SOP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define SOP_API __attribute__((visibility("default")))
+#else
+#define SOP_API
+#endif
+
+/* ------------------------------------------------------------------------
+ * Errors
+ * ------------------------------------------------------------------------ */
+
+/*
+ * The one table of result codes. X(NAME, value, message). Values are stable:
+ * they appear in logs and in the pg_sop SQLSTATE map, so never renumber.
+ */
+#define SOP_RC_TABLE(X)                                                                            \
+    X(OK, 0, "success")                                                                            \
+    X(NOTFOUND, 1, "not found")                                                                    \
+    X(EXISTS, 2, "already exists")                                                                 \
+    X(INVALID, 3, "invalid argument")                                                              \
+    X(NOMEM, 4, "out of memory")                                                                   \
+    X(IO, 5, "I/O error")                                                                          \
+    X(CORRUPT, 6, "data is corrupt")                                                               \
+    X(CONFLICT, 7, "transaction conflict")                                                         \
+    X(LOCKED, 8, "resource is locked")                                                             \
+    X(TIMEOUT, 9, "timed out")                                                                     \
+    X(POISONED, 10, "handle is unusable after an earlier error")                                   \
+    X(BUSY, 11, "resource is busy")                                                                \
+    X(UNSUPPORTED, 12, "operation not supported")                                                  \
+    X(UNREACHABLE, 13, "coordination service unreachable")                                         \
+    X(LIMIT, 14, "size limit exceeded")                                                            \
+    X(INTERNAL, 15, "internal error")
+
+typedef enum sop_rc {
+#define SOP_RC_ENUM_(name, value, msg) SOP_##name = value,
+    SOP_RC_TABLE(SOP_RC_ENUM_)
+#undef SOP_RC_ENUM_
+} sop_rc;
+
+#define SOP_ERR_MSG_MAX 256
+
+/* Caller-owned error detail. Zero-initialise it or call sop_err_clear. */
+typedef struct sop_err {
+    sop_rc code;               /* same value the call returned */
+    int sys_errno;             /* errno behind the failure, 0 if none */
+    char msg[SOP_ERR_MSG_MAX]; /* "registry: bad checksum in block 12 of people-1.reg" */
+} sop_err;
+
+/* "SOP_NOTFOUND" etc.; "SOP_UNKNOWN" for a value outside the table. */
+SOP_API const char *sop_rc_name(sop_rc rc);
+/* The table's message for rc ("not found"). */
+SOP_API const char *sop_rc_message(sop_rc rc);
+SOP_API void sop_err_clear(sop_err *err);
+
+/* ------------------------------------------------------------------------
+ * Limits
+ * ------------------------------------------------------------------------ */
+
+#define SOP_KEY_MAX 16384u            /* bytes in one key */
+#define SOP_VALUE_INLINE_MAX 262144u  /* bytes in one value kept inside a node */
+#define SOP_SLOT_LENGTH_MIN 4u        /* items per node, even numbers only */
+#define SOP_SLOT_LENGTH_MAX 10000u
+#define SOP_SLOT_LENGTH_DEFAULT 2000u
+#define SOP_ID_LEN 16u                /* item and node IDs are 16-byte UUIDs */
+
+/* ------------------------------------------------------------------------
+ * Store options
+ * ------------------------------------------------------------------------ */
+
+typedef struct sop_store_options {
+    /* Items per node: even, SOP_SLOT_LENGTH_MIN..SOP_SLOT_LENGTH_MAX. */
+    uint32_t slot_length;
+    /* true: one item per key (SOP_EXISTS on a second add). false: duplicate
+     * keys allowed; items with equal keys are ordered by item ID, and item IDs
+     * are time-ordered (UUIDv7), so duplicates list in insertion order within
+     * one process (to the millisecond across processes). */
+    bool is_unique;
+    /* On a full leaf, first move items into a neighbour leaf with room (via
+     * the parent) before splitting: fuller nodes, slightly costlier inserts. */
+    bool leaf_load_balancing;
+    /* 0: keys order by memcmp (shorter prefix first). N > 0: keys are tuples
+     * (sop_tuple_*) and only their first N fields order them; later fields are
+     * carried data that sop_cursor_update_key may change. */
+    uint32_t key_order_fields;
+} sop_store_options;
+
+/* Fills o with the defaults: slot_length 2000, unique, no load balancing,
+ * memcmp order. */
+SOP_API void sop_store_options_init(sop_store_options *o);
+
+/* ------------------------------------------------------------------------
+ * B-trees and cursors
+ *
+ * A sop_btree is one ordered collection of items. An item is a key (bytes), a
+ * value (bytes), a 16-byte item ID unique within the tree and a 32-bit item
+ * version (1 when added, +1 on every change). Order: by key (see
+ * key_order_fields), then - in duplicate-key trees - by item ID.
+ *
+ * Any number of cursors may be open on one tree. A change made through one
+ * cursor (or through the tree-level calls) leaves the others valid: each
+ * keeps its place by the key and ID of its item and finds it again on its
+ * next move. If that item was removed, the cursor sits in the gap it left:
+ * next gives the following item, prev the preceding one, and reading the
+ * current item gives SOP_NOTFOUND.
+ * ------------------------------------------------------------------------ */
+
+typedef struct sop_btree sop_btree;
+typedef struct sop_cursor sop_cursor;
+
+typedef struct sop_item {
+    const void *key;
+    size_t key_len;
+    const void *value;
+    size_t value_len;
+    uint8_t id[SOP_ID_LEN];
+    uint32_t version;
+} sop_item;
+
+typedef struct sop_btree_stats {
+    uint64_t count;      /* items */
+    uint64_t nodes;      /* nodes reachable from the root */
+    uint64_t leaves;     /* of which leaves */
+    uint32_t height;     /* levels; 0 for an empty tree, 1 for a lone root */
+    uint32_t slot_length;
+    double fill;         /* items / (nodes * slot_length) */
+} sop_btree_stats;
+
+/*
+ * Opens a new, empty B-tree held in memory (no files, no transactions).
+ * Errors: SOP_INVALID (bad options), SOP_NOMEM.
+ */
+SOP_API sop_rc sop_btree_open_memory(const sop_store_options *opts, sop_btree **out, sop_err *err);
+/* Frees the tree and every item. All its cursors must be closed first. */
+SOP_API void sop_btree_close(sop_btree *bt);
+
+SOP_API uint64_t sop_btree_count(const sop_btree *bt);
+
+/*
+ * Tree-level changes. The key must be 1..SOP_KEY_MAX bytes (SOP_INVALID
+ * otherwise, or SOP_LIMIT), the value 0..SOP_VALUE_INLINE_MAX (SOP_LIMIT).
+ *
+ * add:               SOP_EXISTS if the tree is unique and holds the key.
+ * add_if_not_exists: SOP_EXISTS if any item holds the key (in any tree).
+ * upsert:            updates the first item with the key, or adds one.
+ * update:            replaces the value of the first item with the key;
+ *                    SOP_NOTFOUND if none.
+ * remove:            removes the first item with the key; SOP_NOTFOUND if none.
+ * When `id_out` is not NULL it receives the ID of the item added or changed.
+ */
+SOP_API sop_rc sop_btree_add(sop_btree *bt, const void *key, size_t key_len, const void *value,
+                             size_t value_len, uint8_t id_out[SOP_ID_LEN], sop_err *err);
+SOP_API sop_rc sop_btree_add_if_not_exists(sop_btree *bt, const void *key, size_t key_len,
+                                           const void *value, size_t value_len,
+                                           uint8_t id_out[SOP_ID_LEN], sop_err *err);
+SOP_API sop_rc sop_btree_upsert(sop_btree *bt, const void *key, size_t key_len, const void *value,
+                                size_t value_len, uint8_t id_out[SOP_ID_LEN], sop_err *err);
+SOP_API sop_rc sop_btree_update(sop_btree *bt, const void *key, size_t key_len, const void *value,
+                                size_t value_len, sop_err *err);
+SOP_API sop_rc sop_btree_remove(sop_btree *bt, const void *key, size_t key_len, sop_err *err);
+/* Copies nothing: `out` points into the tree (convention 5). SOP_NOTFOUND if
+ * no item has the key; with duplicates, the first one. */
+SOP_API sop_rc sop_btree_get(sop_btree *bt, const void *key, size_t key_len, sop_item *out,
+                             sop_err *err);
+
+/* Walks the whole tree and checks every structural invariant (docs/btree.md):
+ * order within and across nodes, separators, fill bounds, equal leaf depth,
+ * counts. SOP_CORRUPT with the first violation found. */
+SOP_API sop_rc sop_btree_check(sop_btree *bt, sop_err *err);
+SOP_API sop_rc sop_btree_stats_get(sop_btree *bt, sop_btree_stats *out, sop_err *err);
+
+SOP_API sop_rc sop_cursor_open(sop_btree *bt, sop_cursor **out, sop_err *err);
+SOP_API void sop_cursor_close(sop_cursor *c);
+
+/* Positioning. Each returns SOP_OK when the cursor is on an item and
+ * SOP_NOTFOUND when there is none in that direction (the cursor is then
+ * unpositioned; next/prev from there return SOP_NOTFOUND). */
+SOP_API sop_rc sop_cursor_first(sop_cursor *c, sop_err *err);
+SOP_API sop_rc sop_cursor_last(sop_cursor *c, sop_err *err);
+SOP_API sop_rc sop_cursor_next(sop_cursor *c, sop_err *err);
+SOP_API sop_rc sop_cursor_prev(sop_cursor *c, sop_err *err);
+/*
+ * find: SOP_OK and the cursor on the first item (lowest ID among duplicates)
+ * whose key equals `key`; otherwise SOP_NOTFOUND with the cursor on the first
+ * item whose key is greater (or unpositioned if there is none) - so a range
+ * scan is find + next.
+ * find_last: mirror image for descending scans: the last item with the key,
+ * or else the last item whose key is smaller.
+ * find_id: the item with this key and this ID; SOP_NOTFOUND (unpositioned)
+ * if there is none.
+ */
+SOP_API sop_rc sop_cursor_find(sop_cursor *c, const void *key, size_t key_len, sop_err *err);
+SOP_API sop_rc sop_cursor_find_last(sop_cursor *c, const void *key, size_t key_len, sop_err *err);
+SOP_API sop_rc sop_cursor_find_id(sop_cursor *c, const void *key, size_t key_len,
+                                  const uint8_t id[SOP_ID_LEN], sop_err *err);
+/* The current item; SOP_NOTFOUND when the cursor is not on one. */
+SOP_API sop_rc sop_cursor_item(sop_cursor *c, sop_item *out, sop_err *err);
+SOP_API bool sop_cursor_on_item(const sop_cursor *c);
+
+/* Changes through a cursor. add flags: */
+#define SOP_ADD 0u                /* like sop_btree_add */
+#define SOP_ADD_IF_NOT_EXISTS 1u  /* like sop_btree_add_if_not_exists */
+#define SOP_ADD_UPSERT 2u         /* like sop_btree_upsert */
+/* Adds an item and leaves the cursor on it (on SOP_EXISTS: on the existing
+ * item that blocked the add). */
+SOP_API sop_rc sop_cursor_add(sop_cursor *c, const void *key, size_t key_len, const void *value,
+                              size_t value_len, unsigned flags, sop_err *err);
+/* Replace the current item's value / key. A new key must order equal to the
+ * old one (only the carried fields of a tuple key may change): SOP_INVALID
+ * otherwise. SOP_NOTFOUND when the cursor is not on an item. */
+SOP_API sop_rc sop_cursor_update_value(sop_cursor *c, const void *value, size_t value_len,
+                                       sop_err *err);
+SOP_API sop_rc sop_cursor_update_key(sop_cursor *c, const void *key, size_t key_len, sop_err *err);
+/* Removes the current item; the cursor is left in the gap (see above). */
+SOP_API sop_rc sop_cursor_remove(sop_cursor *c, sop_err *err);
+
+/* ------------------------------------------------------------------------
+ * Order-preserving tuple codec
+ *
+ * Encodes typed values so that memcmp of two encodings has the sign of the
+ * typed comparison, element by element (a tuple that is a prefix of another
+ * sorts first). Types follow PostgreSQL's semantics: integers of any width
+ * share one encoding; float8 orders -inf < ... < -0.0 = 0.0 < ... < +inf < NaN
+ * with every NaN equal (so -0.0 decodes as 0.0 and NaN as the canonical NaN);
+ * text and bytea order bytewise (text = collation "C"); timestamps are
+ * PostgreSQL microseconds since 2000-01-01 with INT64_MIN/INT64_MAX as
+ * -infinity/infinity, dates are days since 2000-01-01. A NULL sorts before
+ * every value (nulls_last false) or after every value (nulls_last true).
+ * The byte format is in docs/format.md.
+ * ------------------------------------------------------------------------ */
+
+typedef enum sop_tuple_type {
+    SOP_TUPLE_NULL = 0,
+    SOP_TUPLE_BOOL,
+    SOP_TUPLE_INT,
+    SOP_TUPLE_FLOAT8,
+    SOP_TUPLE_TEXT,
+    SOP_TUPLE_BYTEA,
+    SOP_TUPLE_UUID,
+    SOP_TUPLE_TIMESTAMP,
+    SOP_TUPLE_TIMESTAMPTZ,
+    SOP_TUPLE_DATE
+} sop_tuple_type;
+
+/*
+ * Appends encodings to buf[0..cap). `len` is the length the whole encoding
+ * needs, even past `cap`: when len > cap the output was cut short - grow the
+ * buffer and encode again. No call allocates.
+ */
+typedef struct sop_tuple_writer {
+    uint8_t *buf;
+    size_t cap;
+    size_t len;
+} sop_tuple_writer;
+
+SOP_API void sop_tuple_writer_init(sop_tuple_writer *w, void *buf, size_t cap);
+SOP_API void sop_tuple_put_null(sop_tuple_writer *w, bool nulls_last);
+SOP_API void sop_tuple_put_bool(sop_tuple_writer *w, bool v);
+SOP_API void sop_tuple_put_int(sop_tuple_writer *w, int64_t v);
+SOP_API void sop_tuple_put_float8(sop_tuple_writer *w, double v);
+SOP_API void sop_tuple_put_text(sop_tuple_writer *w, const void *s, size_t n);
+SOP_API void sop_tuple_put_bytea(sop_tuple_writer *w, const void *p, size_t n);
+SOP_API void sop_tuple_put_uuid(sop_tuple_writer *w, const uint8_t uuid[16]);
+SOP_API void sop_tuple_put_timestamp(sop_tuple_writer *w, int64_t usec);
+SOP_API void sop_tuple_put_timestamptz(sop_tuple_writer *w, int64_t usec);
+SOP_API void sop_tuple_put_date(sop_tuple_writer *w, int32_t days);
+
+/* One decoded element. For TEXT/BYTEA, `raw` points at the escaped bytes in
+ * the input and `len` is the unescaped length (copy with
+ * sop_tuple_value_copy); for UUID, `raw` points at the 16 bytes. */
+typedef struct sop_tuple_value {
+    sop_tuple_type type;
+    bool nulls_last; /* NULL only */
+    bool b;          /* BOOL */
+    int64_t i;       /* INT, TIMESTAMP, TIMESTAMPTZ */
+    double f;        /* FLOAT8 */
+    int32_t date;    /* DATE */
+    const uint8_t *raw;
+    size_t raw_len;
+    size_t len;
+} sop_tuple_value;
+
+typedef struct sop_tuple_reader {
+    const uint8_t *buf;
+    size_t len;
+    size_t pos;
+} sop_tuple_reader;
+
+SOP_API void sop_tuple_reader_init(sop_tuple_reader *r, const void *buf, size_t len);
+/* SOP_OK with the next element, SOP_NOTFOUND at the end, SOP_CORRUPT (with
+ * the offset in err) on malformed input. Never reads outside buf. */
+SOP_API sop_rc sop_tuple_next(sop_tuple_reader *r, sop_tuple_value *out, sop_err *err);
+/* Writes v->len unescaped bytes of a TEXT/BYTEA value to dst. */
+SOP_API void sop_tuple_value_copy(const sop_tuple_value *v, void *dst);
+/* Length in bytes of the first `nfields` elements of an encoded tuple (all
+ * of it if it has fewer). SOP_CORRUPT on malformed input. */
+SOP_API sop_rc sop_tuple_prefix_length(const void *key, size_t len, uint32_t nfields, size_t *out,
+                                       sop_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SOP_H */
