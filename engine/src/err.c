@@ -72,7 +72,7 @@ void sop__err_prefix(sop_err *err, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return;
-    char joined[SOP_ERR_MSG_MAX];
+    char joined[2 * SOP_ERR_MSG_MAX + 2];
     snprintf(joined, sizeof(joined), "%s: %s", prefix, err->msg);
-    memcpy(err->msg, joined, sizeof(err->msg));
+    snprintf(err->msg, sizeof(err->msg), "%.*s", (int)sizeof(err->msg) - 1, joined);
 }
