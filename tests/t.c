@@ -1,7 +1,6 @@
 /*
  * t.c - runner for tests written with t.h (see there for the contract).
  */
-#define _GNU_SOURCE
 #include "t.h"
 
 #include <errno.h>
@@ -67,6 +66,11 @@ uint64_t t_seed(void)
     return seed;
 }
 
+const char *t_errmsg(const sop_err *err)
+{
+    return err ? err->msg : "";
+}
+
 bool t_long(void)
 {
     const char *env = getenv("SOP_TEST_LONG");
@@ -129,9 +133,10 @@ int main(int argc, char **argv)
 {
     const char *prog = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
     const char *filter = argc > 1 ? argv[1] : NULL;
-    int passed = 0, failed = 0, skipped = 0;
+    static int passed, failed, skipped; /* static: survive the longjmp */
     setvbuf(stdout, NULL, _IOLBF, 0);
-    for (int i = 0; i < ntests; i++) {
+    static int i;
+    for (i = 0; i < ntests; i++) {
         if (filter && !strstr(tests[i].name, filter))
             continue;
         tmpdir[0] = '\0';

@@ -29,6 +29,8 @@ _Noreturn void t_fail(const char *file, int line, const char *fmt, ...)
 _Noreturn void t_skip(const char *why);
 /* Seed for a randomised test: SOP_TEST_SEED if set, else time-based; printed. */
 uint64_t t_seed(void);
+/* err->msg, or "" for NULL. */
+const char *t_errmsg(const sop_err *err);
 /* true when SOP_TEST_LONG=1 (make test-long): use the large sizes. */
 bool t_long(void);
 /* A fresh empty directory under $TMPDIR for this test; removed if it passes. */
@@ -76,7 +78,7 @@ uint64_t t_rng_below(t_rng *r, uint64_t n);
         sop_rc t_rc_ = (expr);                                                                     \
         if (t_rc_ != (want))                                                                       \
             t_fail(__FILE__, __LINE__, "%s returned %s, expected %s (%s)", #expr,                  \
-                   sop_rc_name(t_rc_), sop_rc_name(want), (errp) ? (errp)->msg : "");              \
+                   sop_rc_name(t_rc_), sop_rc_name(want), t_errmsg(errp));                         \
     } while (0)
 
 #define CHECK_OK(expr, errp) CHECK_RC(expr, SOP_OK, errp)
