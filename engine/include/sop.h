@@ -90,12 +90,12 @@ SOP_API void sop_err_clear(sop_err *err);
  * Limits
  * ------------------------------------------------------------------------ */
 
-#define SOP_KEY_MAX 16384u            /* bytes in one key */
-#define SOP_VALUE_INLINE_MAX 262144u  /* bytes in one value kept inside a node */
-#define SOP_SLOT_LENGTH_MIN 4u        /* items per node, even numbers only */
-#define SOP_SLOT_LENGTH_MAX 10000u
+#define SOP_KEY_MAX             16384u  /* bytes in one key */
+#define SOP_VALUE_INLINE_MAX    262144u /* bytes in one value kept inside a node */
+#define SOP_SLOT_LENGTH_MIN     4u      /* items per node, even numbers only */
+#define SOP_SLOT_LENGTH_MAX     10000u
 #define SOP_SLOT_LENGTH_DEFAULT 2000u
-#define SOP_ID_LEN 16u                /* item and node IDs are 16-byte UUIDs */
+#define SOP_ID_LEN              16u /* item and node IDs are 16-byte UUIDs */
 
 /* ------------------------------------------------------------------------
  * Store options
@@ -151,12 +151,12 @@ typedef struct sop_item {
 } sop_item;
 
 typedef struct sop_btree_stats {
-    uint64_t count;      /* items */
-    uint64_t nodes;      /* nodes reachable from the root */
-    uint64_t leaves;     /* of which leaves */
-    uint32_t height;     /* levels; 0 for an empty tree, 1 for a lone root */
+    uint64_t count;  /* items */
+    uint64_t nodes;  /* nodes reachable from the root */
+    uint64_t leaves; /* of which leaves */
+    uint32_t height; /* levels; 0 for an empty tree, 1 for a lone root */
     uint32_t slot_length;
-    double fill;         /* items / (nodes * slot_length) */
+    double fill; /* items / (nodes * slot_length) */
 } sop_btree_stats;
 
 /*
@@ -231,9 +231,9 @@ SOP_API sop_rc sop_cursor_item(sop_cursor *c, sop_item *out, sop_err *err);
 SOP_API bool sop_cursor_on_item(const sop_cursor *c);
 
 /* Changes through a cursor. add flags: */
-#define SOP_ADD 0u                /* like sop_btree_add */
-#define SOP_ADD_IF_NOT_EXISTS 1u  /* like sop_btree_add_if_not_exists */
-#define SOP_ADD_UPSERT 2u         /* like sop_btree_upsert */
+#define SOP_ADD               0u /* like sop_btree_add */
+#define SOP_ADD_IF_NOT_EXISTS 1u /* like sop_btree_add_if_not_exists */
+#define SOP_ADD_UPSERT        2u /* like sop_btree_upsert */
 /* Adds an item and leaves the cursor on it (on SOP_EXISTS: on the existing
  * item that blocked the add). */
 SOP_API sop_rc sop_cursor_add(sop_cursor *c, const void *key, size_t key_len, const void *value,

@@ -830,6 +830,8 @@ sop_rc sop__cursor_update_key(sop__cursor *c, const uint8_t *key, uint32_t klen,
 static sop_rc fix_underflow(sop__cursor *c, uint32_t lv, sop_err *err)
 {
     sop__btree *bt = c->bt;
+    /* lv < depth <= SOP__BTREE_MAX_HEIGHT, which cppcheck cannot see */
+    // cppcheck-suppress arrayIndexOutOfBoundsCond
     for (; lv > 0 && c->path[lv].n->count < bt->min_fill; lv--) {
         SOP__TRY(writable_at(c, lv - 1, err));
         sop__node *p = c->path[lv - 1].n, *n = c->path[lv].n, *a, *b;

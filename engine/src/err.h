@@ -16,17 +16,16 @@
 
 #if defined(__GNUC__)
 #define SOP__PRINTF(f, a) __attribute__((format(printf, f, a)))
-#define SOP__UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define SOP__LIKELY(x) __builtin_expect(!!(x), 1)
+#define SOP__UNLIKELY(x)  __builtin_expect(!!(x), 0)
+#define SOP__LIKELY(x)    __builtin_expect(!!(x), 1)
 #else
 #define SOP__PRINTF(f, a)
 #define SOP__UNLIKELY(x) (x)
-#define SOP__LIKELY(x) (x)
+#define SOP__LIKELY(x)   (x)
 #endif
 
 /* Fills err (if not NULL) and returns rc. sys_errno may be 0. */
-sop_rc sop__err_set(sop_err *err, sop_rc rc, int sys_errno, const char *fmt, ...)
-    SOP__PRINTF(4, 5);
+sop_rc sop__err_set(sop_err *err, sop_rc rc, int sys_errno, const char *fmt, ...) SOP__PRINTF(4, 5);
 
 /* Prepends "prefix: " to an already-filled message (keeps code and errno). */
 void sop__err_prefix(sop_err *err, const char *fmt, ...) SOP__PRINTF(2, 3);
