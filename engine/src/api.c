@@ -133,7 +133,7 @@ sop_rc sop_btree_update(sop_btree *bt, const void *key, size_t key_len, const vo
     SOP__TRY(check_kv(key, key_len, value, value_len, true, err));
     sop_rc rc = sop__cursor_find(&bt->cur, key, (uint32_t)key_len, err);
     if (rc == SOP_NOTFOUND)
-        return sop__err_set(err, SOP_NOTFOUND, 0, "btree: no item with that key");
+        return sop__err_set_const(err, SOP_NOTFOUND, "btree: no item with that key");
     if (rc != SOP_OK)
         return rc;
     return sop__cursor_update_value(&bt->cur, value, (uint32_t)value_len, err);
@@ -146,7 +146,7 @@ sop_rc sop_btree_remove(sop_btree *bt, const void *key, size_t key_len, sop_err 
     SOP__TRY(check_kv(key, key_len, NULL, 0, false, err));
     sop_rc rc = sop__cursor_find(&bt->cur, key, (uint32_t)key_len, err);
     if (rc == SOP_NOTFOUND)
-        return sop__err_set(err, SOP_NOTFOUND, 0, "btree: no item with that key");
+        return sop__err_set_const(err, SOP_NOTFOUND, "btree: no item with that key");
     if (rc != SOP_OK)
         return rc;
     return sop__cursor_remove(&bt->cur, err);
@@ -170,7 +170,7 @@ sop_rc sop_btree_get(sop_btree *bt, const void *key, size_t key_len, sop_item *o
     SOP__TRY(check_kv(key, key_len, NULL, 0, false, err));
     sop_rc rc = sop__cursor_find(&bt->cur, key, (uint32_t)key_len, err);
     if (rc == SOP_NOTFOUND)
-        return sop__err_set(err, SOP_NOTFOUND, 0, "btree: no item with that key");
+        return sop__err_set_const(err, SOP_NOTFOUND, "btree: no item with that key");
     if (rc != SOP_OK)
         return rc;
     sop__node *n;
@@ -225,6 +225,12 @@ void sop_cursor_close(sop_cursor *c)
     sop__free(c);
 }
 
+/* Positioning calls report SOP_NOTFOUND through err too (convention 1). */
+static sop_rc moved(sop_rc rc, sop_err *err, const char *what)
+{
+    return rc == SOP_NOTFOUND ? sop__err_set_const(err, rc, what) : rc;
+}
+
 #define CURSOR_CHECK(c)                                                                            \
     do {                                                                                           \
         if ((c) == NULL)                                                                           \
@@ -234,39 +240,41 @@ void sop_cursor_close(sop_cursor *c)
 sop_rc sop_cursor_first(sop_cursor *c, sop_err *err)
 {
     CURSOR_CHECK(c);
-    return sop__cursor_first(c, err);
+    return moved(sop__cursor_first(c, err), err, "cursor: the tree is empty");
 }
 
 sop_rc sop_cursor_last(sop_cursor *c, sop_err *err)
 {
     CURSOR_CHECK(c);
-    return sop__cursor_last(c, err);
+    return moved(sop__cursor_last(c, err), err, "cursor: the tree is empty");
 }
 
 sop_rc sop_cursor_next(sop_cursor *c, sop_err *err)
 {
     CURSOR_CHECK(c);
-    return sop__cursor_next(c, err);
+    return moved(sop__cursor_next(c, err), err, "cursor: no next item");
 }
 
 sop_rc sop_cursor_prev(sop_cursor *c, sop_err *err)
 {
     CURSOR_CHECK(c);
-    return sop__cursor_prev(c, err);
+    return moved(sop__cursor_prev(c, err), err, "cursor: no previous item");
 }
 
 sop_rc sop_cursor_find(sop_cursor *c, const void *key, size_t key_len, sop_err *err)
 {
     CURSOR_CHECK(c);
     SOP__TRY(check_kv(key, key_len, NULL, 0, false, err));
-    return sop__cursor_find(c, key, (uint32_t)key_len, err);
+    return moved(sop__cursor_find(c, key, (uint32_t)key_len, err), err,
+                 "cursor: no item with that key");
 }
 
 sop_rc sop_cursor_find_last(sop_cursor *c, const void *key, size_t key_len, sop_err *err)
 {
     CURSOR_CHECK(c);
     SOP__TRY(check_kv(key, key_len, NULL, 0, false, err));
-    return sop__cursor_find_last(c, key, (uint32_t)key_len, err);
+    return moved(sop__cursor_find_last(c, key, (uint32_t)key_len, err), err,
+                 "cursor: no item with that key");
 }
 
 sop_rc sop_cursor_find_id(sop_cursor *c, const void *key, size_t key_len,
@@ -276,7 +284,8 @@ sop_rc sop_cursor_find_id(sop_cursor *c, const void *key, size_t key_len,
     if (id == NULL)
         return bad_arg(err, "sop_cursor_find_id: NULL id");
     SOP__TRY(check_kv(key, key_len, NULL, 0, false, err));
-    return sop__cursor_find_id(c, key, (uint32_t)key_len, id, err);
+    return moved(sop__cursor_find_id(c, key, (uint32_t)key_len, id, err), err,
+                 "cursor: no item with that key and ID");
 }
 
 sop_rc sop_cursor_item(sop_cursor *c, sop_item *out, sop_err *err)
@@ -288,7 +297,7 @@ sop_rc sop_cursor_item(sop_cursor *c, sop_item *out, sop_err *err)
     uint32_t i;
     sop_rc rc = sop__cursor_current(c, &n, &i, err);
     if (rc == SOP_NOTFOUND)
-        return sop__err_set(err, SOP_NOTFOUND, 0, "cursor: not on an item");
+        return sop__err_set_const(err, SOP_NOTFOUND, "cursor: not on an item");
     if (rc != SOP_OK)
         return rc;
     fill_item(n, i, out);

@@ -61,6 +61,20 @@ sop_rc sop__err_set(sop_err *err, sop_rc rc, int sys_errno, const char *fmt, ...
     return rc;
 }
 
+sop_rc sop__err_set_const(sop_err *err, sop_rc rc, const char *msg)
+{
+    if (err == NULL)
+        return rc;
+    err->code = rc;
+    err->sys_errno = 0;
+    size_t n = strlen(msg);
+    if (n >= sizeof(err->msg))
+        n = sizeof(err->msg) - 1;
+    memcpy(err->msg, msg, n);
+    err->msg[n] = '\0';
+    return rc;
+}
+
 void sop__err_prefix(sop_err *err, const char *fmt, ...)
 {
     if (err == NULL)

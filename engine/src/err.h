@@ -27,6 +27,10 @@
 /* Fills err (if not NULL) and returns rc. sys_errno may be 0. */
 sop_rc sop__err_set(sop_err *err, sop_rc rc, int sys_errno, const char *fmt, ...) SOP__PRINTF(4, 5);
 
+/* Like sop__err_set with a constant message and no errno: cheap enough for
+ * the ends of scans and missed lookups. */
+sop_rc sop__err_set_const(sop_err *err, sop_rc rc, const char *msg);
+
 /* Prepends "prefix: " to an already-filled message (keeps code and errno). */
 void sop__err_prefix(sop_err *err, const char *fmt, ...) SOP__PRINTF(2, 3);
 

@@ -598,3 +598,38 @@ TEST(allocation_failures_in_add_and_remove)
     alloc_failure_case(false, seed);
     alloc_failure_case(true, seed);
 }
+
+TEST(not_found_always_fills_err)
+{
+    sop_btree *bt = open_tree(4, true, false);
+    sop_err err = {0};
+    CHECK_OK(sop_btree_add(bt, "b", 1, "v", 1, NULL, &err), &err);
+    sop_cursor *c;
+    CHECK_OK(sop_cursor_open(bt, &c, &err), &err);
+    sop_item it;
+#define EXPECT_NOTFOUND(call)                                                                      \
+    do {                                                                                           \
+        snprintf(err.msg, sizeof(err.msg), "stale");                                               \
+        err.code = SOP_OK;                                                                         \
+        CHECK_RC(call, SOP_NOTFOUND, &err);                                                        \
+        CHECK_EQ(err.code, SOP_NOTFOUND);                                                          \
+        CHECK(strcmp(err.msg, "stale") != 0);                                                      \
+    } while (0)
+    EXPECT_NOTFOUND(sop_cursor_find(c, "a", 1, &err));
+    EXPECT_NOTFOUND(sop_cursor_find_last(c, "a", 1, &err));
+    EXPECT_NOTFOUND(sop_cursor_find_id(c, "b", 1, (uint8_t[16]){0}, &err));
+    EXPECT_NOTFOUND(sop_cursor_item(c, &it, &err));
+    EXPECT_NOTFOUND(sop_cursor_next(c, &err));
+    CHECK_OK(sop_cursor_last(c, &err), &err);
+    EXPECT_NOTFOUND(sop_cursor_next(c, &err));
+    CHECK_OK(sop_cursor_first(c, &err), &err);
+    EXPECT_NOTFOUND(sop_cursor_prev(c, &err));
+    EXPECT_NOTFOUND(sop_btree_get(bt, "x", 1, &it, &err));
+    EXPECT_NOTFOUND(sop_btree_update(bt, "x", 1, "v", 1, &err));
+    EXPECT_NOTFOUND(sop_btree_remove(bt, "x", 1, &err));
+    CHECK_OK(sop_btree_remove(bt, "b", 1, &err), &err);
+    EXPECT_NOTFOUND(sop_cursor_first(c, &err));
+    EXPECT_NOTFOUND(sop_cursor_last(c, &err));
+    sop_cursor_close(c);
+    sop_btree_close(bt);
+}
