@@ -79,6 +79,14 @@ static uint32_t lower_bound(const sop__btree *bt, const sop__node *n, const targ
     return lo;
 }
 
+static sop_rc refuse_if_poisoned(const sop__btree *bt, sop_err *err)
+{
+    if (SOP__UNLIKELY(bt->poisoned))
+        return sop__err_set_const(err, SOP_POISONED,
+                                  "btree: unusable after an earlier failed change");
+    return SOP_OK;
+}
+
 static sop_rc get_node(sop__btree *bt, const uint8_t id[16], sop__node **out, sop_err *err)
 {
     sop_rc rc = bt->ops->get(bt->repo, id, out, err);
@@ -264,8 +272,7 @@ static sop_rc finish_seek(sop__cursor *c, bool positioned)
 /* Seek helper: runs a descent, maps "empty tree" to unpositioned. */
 static sop_rc seek(sop__cursor *c, const target *t, bool *exact, sop_err *err)
 {
-    if (c->bt->poisoned)
-        return sop__err_set(err, SOP_POISONED, 0, "btree: unusable after an earlier failed change");
+    SOP__TRY(refuse_if_poisoned(c->bt, err));
     sop_rc rc = descend(c, t, exact, err);
     if (rc != SOP_OK) {
         set_none(c);
@@ -307,13 +314,13 @@ static sop_rc restore(sop__cursor *c, sop_err *err)
  * Positioning
  * ------------------------------------------------------------------------ */
 
-sop_rc sop__cursor_first(sop__cursor *c, sop_err *err)
+/* first (rightmost = false) or last item of the tree */
+static sop_rc seek_edge(sop__cursor *c, bool rightmost, sop_err *err)
 {
-    if (c->bt->poisoned)
-        return sop__err_set(err, SOP_POISONED, 0, "btree: unusable after an earlier failed change");
+    SOP__TRY(refuse_if_poisoned(c->bt, err));
     sop_rc rc = load_root(c, err);
     if (rc == SOP_OK)
-        rc = edge_down(c, false, err);
+        rc = edge_down(c, rightmost, err);
     if (rc != SOP_OK) {
         set_none(c);
         return rc;
@@ -321,18 +328,14 @@ sop_rc sop__cursor_first(sop__cursor *c, sop_err *err)
     return finish_seek(c, true);
 }
 
+sop_rc sop__cursor_first(sop__cursor *c, sop_err *err)
+{
+    return seek_edge(c, false, err);
+}
+
 sop_rc sop__cursor_last(sop__cursor *c, sop_err *err)
 {
-    if (c->bt->poisoned)
-        return sop__err_set(err, SOP_POISONED, 0, "btree: unusable after an earlier failed change");
-    sop_rc rc = load_root(c, err);
-    if (rc == SOP_OK)
-        rc = edge_down(c, true, err);
-    if (rc != SOP_OK) {
-        set_none(c);
-        return rc;
-    }
-    return finish_seek(c, true);
+    return seek_edge(c, true, err);
 }
 
 /* From a gap: the first item after (dir > 0) or the last before (dir < 0)
@@ -349,8 +352,7 @@ static sop_rc move_from_gap(sop__cursor *c, int dir, sop_err *err)
 
 sop_rc sop__cursor_next(sop__cursor *c, sop_err *err)
 {
-    if (c->bt->poisoned)
-        return sop__err_set(err, SOP_POISONED, 0, "btree: unusable after an earlier failed change");
+    SOP__TRY(refuse_if_poisoned(c->bt, err));
     SOP__TRY(restore(c, err));
     if (c->state == SOP__CUR_NONE)
         return SOP_NOTFOUND;
@@ -378,8 +380,7 @@ sop_rc sop__cursor_next(sop__cursor *c, sop_err *err)
 
 sop_rc sop__cursor_prev(sop__cursor *c, sop_err *err)
 {
-    if (c->bt->poisoned)
-        return sop__err_set(err, SOP_POISONED, 0, "btree: unusable after an earlier failed change");
+    SOP__TRY(refuse_if_poisoned(c->bt, err));
     SOP__TRY(restore(c, err));
     if (c->state == SOP__CUR_NONE)
         return SOP_NOTFOUND;
@@ -459,8 +460,7 @@ sop_rc sop__cursor_find_id(sop__cursor *c, const uint8_t *key, uint32_t klen, co
 
 sop_rc sop__cursor_current(sop__cursor *c, sop__node **n, uint32_t *i, sop_err *err)
 {
-    if (c->bt->poisoned)
-        return sop__err_set(err, SOP_POISONED, 0, "btree: unusable after an earlier failed change");
+    SOP__TRY(refuse_if_poisoned(c->bt, err));
     SOP__TRY(restore(c, err));
     if (c->state != SOP__CUR_ITEM)
         return SOP_NOTFOUND;
@@ -692,8 +692,7 @@ static sop_rc fix_overflow(sop__cursor *c, uint32_t lv, uint32_t at, bool *moved
 
 static sop_rc check_sizes(const sop__btree *bt, uint32_t klen, size_t vlen, sop_err *err)
 {
-    if (bt->poisoned)
-        return sop__err_set(err, SOP_POISONED, 0, "btree: unusable after an earlier failed change");
+    SOP__TRY(refuse_if_poisoned(bt, err));
     if (klen == 0)
         return sop__err_set(err, SOP_INVALID, 0, "btree: empty key");
     if (klen > SOP_KEY_MAX)
@@ -864,8 +863,7 @@ static sop_rc fix_underflow(sop__cursor *c, uint32_t lv, sop_err *err)
 sop_rc sop__cursor_remove(sop__cursor *c, sop_err *err)
 {
     sop__btree *bt = c->bt;
-    if (bt->poisoned)
-        return sop__err_set(err, SOP_POISONED, 0, "btree: unusable after an earlier failed change");
+    SOP__TRY(refuse_if_poisoned(bt, err));
     SOP__TRY(restore(c, err));
     if (c->state != SOP__CUR_ITEM)
         return sop__err_set(err, SOP_NOTFOUND, 0, "cursor: not on an item");
@@ -1026,8 +1024,7 @@ static sop_rc walk(walk_state *w, sop_err *err)
 {
     sop__btree *bt = w->bt;
     w->leaf_level = -1;
-    if (bt->poisoned)
-        return sop__err_set(err, SOP_POISONED, 0, "btree: unusable after an earlier failed change");
+    SOP__TRY(refuse_if_poisoned(bt, err));
     sop__node *root;
     sop_rc rc = bt->ops->get(bt->repo, bt->root_id, &root, err);
     if (rc == SOP_NOTFOUND) {
