@@ -30,7 +30,7 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes 
 CPPFLAGS := -D_GNU_SOURCE -Iengine/include -Iengine/src
 CFLAGS := -std=c11 -g $(OPT) -fPIC -fvisibility=hidden $(WARN) $(SANFLAGS) -MMD -MP
 LDFLAGS := $(SANFLAGS)
-LDLIBS := -lpthread -lm
+LDLIBS := -lisal -lpthread -lm
 
 ENGINE_SRC := $(wildcard engine/src/*.c)
 OBJ := $(ENGINE_SRC:engine/src/%.c=$(BUILD)/obj/%.o)
@@ -40,10 +40,12 @@ LIB_SO := $(BUILD)/lib/libsop.so
 FLIB_A := $(BUILD)/fault/lib/libsop.a
 
 TEST_SRC := $(wildcard tests/engine/test_*.c)
-TEST_BIN := $(TEST_SRC:tests/engine/%.c=$(BUILD)/tests/%)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+TEST_BIN := $(TEST_SRC:tests/engine/%.c=$(BUILD)/tests/%) \
+            $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%)
 DEMO := $(BUILD)/bin/sop-demo
 
-.PHONY: all deps demo test test-long lint format clean
+.PHONY: all deps demo test test-long lint format clean fuzz
 all: $(LIB_A) $(LIB_SO)
 
 $(BUILD)/obj/%.o: engine/src/%.c
@@ -74,6 +76,21 @@ $(BUILD)/tests/%: tests/engine/%.c $(BUILD)/tests/t.o $(FLIB_A)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -DSOP_FAULT_INJECTION -Itests $(CFLAGS) -o $@ $< $(BUILD)/tests/t.o \
 	    $(FLIB_A) $(LDFLAGS) $(LDLIBS)
+
+# A fuzz target replayed over its seed corpus (and random mutations of it).
+$(BUILD)/tests/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(BUILD)/tests/t.o $(FLIB_A)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -DSOP_FAULT_INJECTION -DSOP_FUZZ_CORPUS='"tests/fuzz/corpus/$*"' -Itests \
+	    $(CFLAGS) -Wno-missing-prototypes -o $@ $< tests/fuzz/replay.c $(BUILD)/tests/t.o \
+	    $(FLIB_A) $(LDFLAGS) $(LDLIBS)
+
+# Coverage-guided fuzzing with libFuzzer (clang): make fuzz, then e.g.
+#   build/fuzz/fuzz_tuple -max_total_time=60 tests/fuzz/corpus/tuple
+fuzz: $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(ENGINE_SRC)
+	@mkdir -p $(@D)
+	clang $(CPPFLAGS) -DSOP_FAULT_INJECTION -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -o $@ $< $(ENGINE_SRC) $(LDLIBS)
 
 $(DEMO): engine/examples/demo.c $(LIB_A)
 	@mkdir -p $(@D)
