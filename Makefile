@@ -44,9 +44,11 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 TEST_BIN := $(TEST_SRC:tests/engine/%.c=$(BUILD)/tests/%) \
             $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%)
 DEMO := $(BUILD)/bin/sop-demo
+CLI_SRC := $(wildcard engine/cli/*.c)
+CLI := $(if $(CLI_SRC),$(BUILD)/bin/sop)
 
 .PHONY: all deps demo test test-long lint format clean fuzz
-all: $(LIB_A) $(LIB_SO)
+all: $(LIB_A) $(LIB_SO) $(CLI)
 
 $(BUILD)/obj/%.o: engine/src/%.c
 	@mkdir -p $(@D)
@@ -92,6 +94,10 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(ENGINE_SRC)
 	clang $(CPPFLAGS) -DSOP_FAULT_INJECTION -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined \
 	    -o $@ $< $(ENGINE_SRC) $(LDLIBS)
 
+$(BUILD)/bin/sop: $(CLI_SRC) $(LIB_A)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(CLI_SRC) $(LIB_A) $(LDFLAGS) $(LDLIBS)
+
 $(DEMO): engine/examples/demo.c $(LIB_A)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB_A) $(LDFLAGS) $(LDLIBS)
@@ -104,8 +110,8 @@ demo: deps
 	$(DEMO)
 
 test: deps
-	@$(MAKE) --no-print-directory $(TEST_BIN) $(LIB_A) $(LIB_SO)
-	@tests/run $(TEST_BIN)
+	@$(MAKE) --no-print-directory $(TEST_BIN) $(LIB_A) $(LIB_SO) $(CLI)
+	@SOP_CLI=$(CURDIR)/$(CLI) tests/run $(TEST_BIN) $(wildcard tests/cli/test_*.sh)
 
 test-long: deps
 	@$(MAKE) --no-print-directory $(TEST_BIN)

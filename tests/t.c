@@ -34,6 +34,13 @@ void t_register(const char *name, t_fn fn)
     ntests++;
 }
 
+static bool in_child;
+
+void t_in_child(void)
+{
+    in_child = true;
+}
+
 void t_fail(const char *file, int line, const char *fmt, ...)
 {
     int n = snprintf(why, sizeof(why), "%s:%d: ", file, line);
@@ -41,6 +48,10 @@ void t_fail(const char *file, int line, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why + n, sizeof(why) - (size_t)n, fmt, ap);
     va_end(ap);
+    if (in_child) {
+        fprintf(stderr, "child: %s\n", why);
+        _exit(2);
+    }
     longjmp(jump, 1);
 }
 

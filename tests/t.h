@@ -27,6 +27,9 @@ void t_register(const char *name, t_fn fn);
 _Noreturn void t_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 _Noreturn void t_skip(const char *why);
+/* In a fork()ed child: a failing CHECK prints its message and _exit(2)s
+ * instead of returning into the parent's copy of the runner. */
+void t_in_child(void);
 /* Seed for a randomised test: SOP_TEST_SEED if set, else time-based; printed. */
 uint64_t t_seed(void);
 /* err->msg, or "" for NULL. */

@@ -101,6 +101,16 @@ SOP_API void sop_err_clear(sop_err *err);
  * Store options
  * ------------------------------------------------------------------------ */
 
+/* Where a persistent store keeps its values (SOP's StoreOptions flags). */
+typedef enum sop_value_placement {
+    SOP_VALUES_IN_NODE = 0,  /* inside the node ("small data"): fastest reads */
+    SOP_VALUES_SEPARATE = 1, /* one blob per value, written at commit ("medium data") */
+    SOP_VALUES_ACTIVE = 2    /* one blob per value, written when added ("big data"):
+                                commit stays quick however large the values */
+} sop_value_placement;
+
+#define SOP_VALUE_SEPARATE_MAX (1u << 30) /* bytes in one value kept in its own blob */
+
 typedef struct sop_store_options {
     /* Items per node: even, SOP_SLOT_LENGTH_MIN..SOP_SLOT_LENGTH_MAX. */
     uint32_t slot_length;
@@ -116,10 +126,15 @@ typedef struct sop_store_options {
      * (sop_tuple_*) and only their first N fields order them; later fields are
      * carried data that sop_cursor_update_key may change. */
     uint32_t key_order_fields;
+    /* Persistent stores only (sop_store_create): */
+    sop_value_placement value_placement;
+    /* Values may be cached across processes (L2); in-node values never are. */
+    bool globally_cached;
+    const char *description; /* NULL or up to 512 bytes, kept in the store's info */
 } sop_store_options;
 
 /* Fills o with the defaults: slot_length 2000, unique, no load balancing,
- * memcmp order. */
+ * memcmp order, values in the node, no description. */
 SOP_API void sop_store_options_init(sop_store_options *o);
 
 /* ------------------------------------------------------------------------
@@ -246,6 +261,150 @@ SOP_API sop_rc sop_cursor_update_value(sop_cursor *c, const void *value, size_t 
 SOP_API sop_rc sop_cursor_update_key(sop_cursor *c, const void *key, size_t key_len, sop_err *err);
 /* Removes the current item; the cursor is left in the gap (see above). */
 SOP_API sop_rc sop_cursor_remove(sop_cursor *c, sop_err *err);
+
+/* ------------------------------------------------------------------------
+ * Databases, transactions and persistent stores
+ *
+ * A database is a folder (created by sop_db_init) holding any number of
+ * stores. Every access to a store happens in a transaction. A write
+ * transaction becomes durable at one point: a checksummed, fsynced commit
+ * record in the opening process's transaction log (docs/commit.md). A crash
+ * before that point leaves no trace of the transaction; a crash after it
+ * is finished by recovery, which runs when a database is opened and on
+ * demand (docs/recovery.md).
+ *
+ * Concurrency: any number of processes may open one database. Reads never
+ * lock; commits serialise on the database's commit lock and validate that
+ * every node the transaction read is unchanged (SOP_CONFLICT otherwise:
+ * roll back and retry).
+ * ------------------------------------------------------------------------ */
+
+typedef struct sop_db sop_db;
+typedef struct sop_txn sop_txn;
+
+typedef struct sop_db_options {
+    /* sop_db_init only: the registry's hash modulus (SOP's
+     * RegistryHashModValue): 250 (the default and minimum) .. 750000. Fixed
+     * for the database's life: 250 x 4 KiB = 1 MiB per registry segment. */
+    uint32_t registry_hash_mod;
+    /* How long a commit waits for the commit lock (default 30000). */
+    uint32_t lock_timeout_ms;
+    /* Log bytes after which a commit checkpoints: syncs the files the log
+     * protects and starts the log over (default 16 MiB). */
+    uint64_t checkpoint_bytes;
+} sop_db_options;
+
+SOP_API void sop_db_options_init(sop_db_options *o);
+
+/* Creates a database folder (and its parents' last component, 0700).
+ * SOP_EXISTS if it already holds a database with another hash modulus
+ * (changing it later would make data unreachable); opening an existing one
+ * with the same modulus is not an error. */
+SOP_API sop_rc sop_db_init(const char *dir, const sop_db_options *opts, sop_err *err);
+/* Opens a database and runs recovery. Errors: SOP_NOTFOUND (no database
+ * there), SOP_CORRUPT, SOP_IO, SOP_TIMEOUT (commit lock). */
+SOP_API sop_rc sop_db_open(const char *dir, const sop_db_options *opts, sop_db **out, sop_err *err);
+/* Checkpoints and closes. All transactions must have ended. */
+SOP_API void sop_db_close(sop_db *db);
+/* Finishes whatever a crashed process left: committed transactions are
+ * rolled forward, interrupted ones rolled back; prepared ones are left for
+ * their coordinator. Runs on open; safe to run any time. */
+SOP_API sop_rc sop_db_recover(sop_db *db, sop_err *err);
+typedef struct sop_check_report {
+    uint64_t stores;   /* stores checked */
+    uint64_t items;    /* items counted by walking every tree */
+    uint64_t nodes;    /* nodes reached */
+    uint64_t blobs;    /* blob files seen */
+    uint64_t problems; /* problems reported */
+} sop_check_report;
+
+/*
+ * Checks the whole database, like PostgreSQL's amcheck (docs/recovery.md):
+ * every registry block checksum; every live handle resolves to a readable
+ * node body of the right node; every tree's order, separator, fill and
+ * depth invariants; every store's count equals its items; no blob is
+ * unaccounted for (orphans). Each problem is passed to `problem` (may be
+ * NULL) as one line naming the store, file and what is wrong. Returns
+ * SOP_OK when clean, SOP_CORRUPT when any problem was found, another code
+ * if the check itself could not run. Runs recovery first.
+ */
+SOP_API sop_rc sop_db_check(sop_db *db, void (*problem)(void *ctx, const char *msg), void *ctx,
+                            sop_check_report *report, sop_err *err);
+
+/* The hash modulus the database was created with. */
+SOP_API uint32_t sop_db_hash_mod(const sop_db *db);
+
+typedef enum sop_txn_mode {
+    SOP_TXN_NOCHECK = 0, /* reads only, nothing validated at commit */
+    SOP_TXN_WRITE = 1,   /* reads and writes, two-phase commit */
+    SOP_TXN_READ = 2     /* reads only; commit validates they are unchanged */
+} sop_txn_mode;
+
+/* max_duration_ms: 0 = 15 minutes; at most 1 hour. A transaction older
+ * than that can only be rolled back (SOP_TIMEOUT). */
+SOP_API sop_rc sop_txn_begin(sop_db *db, sop_txn_mode mode, uint32_t max_duration_ms, sop_txn **out,
+                             sop_err *err);
+/* Phase 1 and phase 2. SOP_CONFLICT: something the transaction read changed
+ * (it is rolled back; retry). */
+SOP_API sop_rc sop_txn_commit(sop_txn *t, sop_err *err);
+/* Phase 1: validates, then makes the transaction durable (the commit
+ * point) - after SOP_OK it will commit even if the process dies. It holds
+ * the commit lock until phase 2, so call phase 2 promptly. */
+SOP_API sop_rc sop_txn_phase1(sop_txn *t, sop_err *err);
+/* Phase 2: makes the changes visible. Idempotent; if it fails (or the
+ * process dies), recovery finishes it from the log. */
+SOP_API sop_rc sop_txn_phase2(sop_txn *t, sop_err *err);
+/* Discards the transaction's changes. Legal in any state before phase 1
+ * succeeded; a no-op after rollback. */
+SOP_API sop_rc sop_txn_rollback(sop_txn *t, sop_err *err);
+/* Ends a transaction handle: rolls back if still active, frees its stores. */
+SOP_API void sop_txn_free(sop_txn *t);
+SOP_API void sop_txn_id(const sop_txn *t, uint8_t txid[SOP_ID_LEN]);
+
+/*
+ * For external coordinators (pg_sop): phase 1 in state PREPARED under an
+ * owner tag. The transaction's changes are durable but invisible, and the
+ * nodes it touched stay claimed: other commits touching them get
+ * SOP_CONFLICT until it is decided. Any process can then commit or roll it
+ * back by its ID. Prepared transactions are never decided by age.
+ */
+SOP_API sop_rc sop_txn_prepare(sop_txn *t, const char *owner, uint8_t txid_out[SOP_ID_LEN],
+                               sop_err *err);
+SOP_API sop_rc sop_db_commit_prepared(sop_db *db, const uint8_t txid[SOP_ID_LEN], sop_err *err);
+SOP_API sop_rc sop_db_rollback_prepared(sop_db *db, const uint8_t txid[SOP_ID_LEN], sop_err *err);
+
+typedef struct sop_prepared_info {
+    uint8_t txid[SOP_ID_LEN];
+    char owner[256];
+    int64_t prepared_ms; /* Unix milliseconds */
+} sop_prepared_info;
+/* Calls fn for every prepared (in-doubt) transaction. */
+SOP_API sop_rc sop_db_list_prepared(sop_db *db,
+                                    void (*fn)(void *ctx, const sop_prepared_info *info), void *ctx,
+                                    sop_err *err);
+
+/* Store names: 1..128 bytes of [A-Za-z0-9_-], not starting with '-'. */
+/* Creates a store in a write transaction (visible to others when it
+ * commits; gone if it rolls back). SOP_EXISTS if a store has the name. The
+ * returned tree belongs to the transaction and is valid until it ends. */
+SOP_API sop_rc sop_store_create(sop_txn *t, const char *name, const sop_store_options *opts,
+                                sop_btree **out, sop_err *err);
+SOP_API sop_rc sop_store_open(sop_txn *t, const char *name, sop_btree **out, sop_err *err);
+/* Drops a store (and all its items) when the transaction commits. */
+SOP_API sop_rc sop_store_drop(sop_txn *t, const char *name, sop_err *err);
+
+typedef struct sop_store_info {
+    char name[129];
+    char description[513];
+    sop_store_options options; /* description points into this struct */
+    uint64_t count;
+    int64_t created_ms, updated_ms;
+    uint8_t root_id[SOP_ID_LEN];
+} sop_store_info;
+/* Calls fn for every committed store, in name order. */
+SOP_API sop_rc sop_db_stores(sop_db *db, void (*fn)(void *ctx, const sop_store_info *info),
+                             void *ctx, sop_err *err);
+SOP_API sop_rc sop_db_store_info(sop_db *db, const char *name, sop_store_info *out, sop_err *err);
 
 /* ------------------------------------------------------------------------
  * Order-preserving tuple codec

@@ -7,6 +7,8 @@
  *     non-zero length, or a length that does not fit the engine's limits.
  *  2. Every error leaves err filled (sop__err_set) with the returned code.
  */
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,13 +16,8 @@
 #include "err.h"
 #include "mem.h"
 #include "memrepo.h"
+#include "txn.h"
 #include "uuid.h"
-
-struct sop_btree {
-    sop__btree core;
-    sop__memrepo repo;
-    sop__cursor cur; /* for the tree-level calls */
-};
 
 void sop_store_options_init(sop_store_options *o)
 {
@@ -29,6 +26,7 @@ void sop_store_options_init(sop_store_options *o)
     memset(o, 0, sizeof(*o));
     o->slot_length = SOP_SLOT_LENGTH_DEFAULT;
     o->is_unique = true;
+    o->value_placement = SOP_VALUES_IN_NODE;
 }
 
 static sop_rc bad_arg(sop_err *err, const char *what)
@@ -38,7 +36,7 @@ static sop_rc bad_arg(sop_err *err, const char *what)
 
 /* Key and value checks shared by every call that takes them. */
 static sop_rc check_kv(const void *key, size_t klen, const void *val, size_t vlen, bool has_val,
-                       sop_err *err)
+                       size_t vmax, sop_err *err)
 {
     if (key == NULL || klen == 0)
         return bad_arg(err, "key: must be at least one byte");
@@ -47,10 +45,108 @@ static sop_rc check_kv(const void *key, size_t klen, const void *val, size_t vle
                             SOP_KEY_MAX);
     if (has_val && val == NULL && vlen != 0)
         return bad_arg(err, "value: NULL with a non-zero length");
-    if (has_val && vlen > SOP_VALUE_INLINE_MAX)
-        return sop__err_set(err, SOP_LIMIT, 0, "value: %zu bytes exceeds the %u-byte limit", vlen,
-                            SOP_VALUE_INLINE_MAX);
+    if (has_val && vlen > vmax)
+        return sop__err_set(err, SOP_LIMIT, 0, "value: %zu bytes exceeds the %zu-byte limit", vlen,
+                            vmax);
     return SOP_OK;
+}
+
+static size_t value_max(const sop_btree *bt)
+{
+    return sop__txstore_refs_values(bt->ts) ? SOP_VALUE_SEPARATE_MAX : SOP_VALUE_INLINE_MAX;
+}
+
+/* Calls on a tree are refused once its transaction ended; changes need an
+ * active write transaction. */
+static sop_rc may_read(const sop_btree *bt, sop_err *err)
+{
+    return bt->ts ? sop__txn_check_active(bt->ts->txn, err) : SOP_OK;
+}
+
+static sop_rc may_write(const sop_btree *bt, sop_err *err)
+{
+    return bt->ts ? sop__txn_check_write(bt->ts, err) : SOP_OK;
+}
+
+/* A change that failed half way poisons the tree, and with it the
+ * transaction (only rollback is legal). */
+static sop_rc tree_rc(sop_btree *bt, sop_rc rc)
+{
+    if (rc != SOP_OK && bt->ts && bt->core.poisoned)
+        sop__txn_poison(bt->ts->txn);
+    return rc;
+}
+
+static sop_btree *tree_of(sop__cursor *c)
+{
+    /* every cursor's tree is the core of a sop_btree */
+    return (sop_btree *)((char *)c->bt - offsetof(sop_btree, core));
+}
+
+/* The current item's value reference (value-outside-node stores). */
+static sop_rc current_ref(sop__cursor *c, uint8_t ref[SOP__VALREF_SIZE], sop_err *err)
+{
+    sop__node *n;
+    uint32_t i;
+    SOP__TRY(sop__cursor_current(c, &n, &i, err));
+    if (n->items[i].vlen != SOP__VALREF_SIZE)
+        return sop__err_set(err, SOP_CORRUPT, 0, "item value is not a value reference");
+    memcpy(ref, sop__node_value(n, i), SOP__VALREF_SIZE);
+    return SOP_OK;
+}
+
+static sop_rc do_update_value(sop_btree *bt, sop__cursor *c, const void *val, size_t vlen,
+                              sop_err *err)
+{
+    SOP__TRY(may_write(bt, err));
+    if (!sop__txstore_refs_values(bt->ts))
+        return tree_rc(bt, sop__cursor_update_value(c, val, (uint32_t)vlen, err));
+    uint8_t old[SOP__VALREF_SIZE], ref[SOP__VALREF_SIZE];
+    SOP__TRY(current_ref(c, old, err));
+    SOP__TRY(sop__txstore_value_put(bt->ts, val, vlen, ref, err));
+    sop_rc rc = sop__cursor_update_value(c, ref, SOP__VALREF_SIZE, err);
+    if (rc != SOP_OK) {
+        sop__txstore_value_drop(bt->ts, ref, SOP__VALREF_SIZE, NULL);
+        return tree_rc(bt, rc);
+    }
+    return sop__txstore_value_drop(bt->ts, old, SOP__VALREF_SIZE, err);
+}
+
+static sop_rc do_add(sop_btree *bt, sop__cursor *c, const void *key, size_t klen, const void *val,
+                     size_t vlen, unsigned mode, sop_err *err)
+{
+    SOP__TRY(may_write(bt, err));
+    if (!sop__txstore_refs_values(bt->ts))
+        return tree_rc(
+            bt, sop__cursor_add(c, key, (uint32_t)klen, val, (uint32_t)vlen, NULL, mode, err));
+    /* The tree must never replace a reference itself: the old value's blob
+     * has to be dropped. */
+    if (mode != SOP_ADD) {
+        sop_rc rc = sop__cursor_find(c, key, (uint32_t)klen, err);
+        if (rc == SOP_OK && mode == SOP_ADD_IF_NOT_EXISTS)
+            return sop__err_set(err, SOP_EXISTS, 0, "btree: key exists");
+        if (rc == SOP_OK)
+            return do_update_value(bt, c, val, vlen, err);
+        if (rc != SOP_NOTFOUND)
+            return tree_rc(bt, rc);
+    }
+    uint8_t ref[SOP__VALREF_SIZE];
+    SOP__TRY(sop__txstore_value_put(bt->ts, val, vlen, ref, err));
+    sop_rc rc = sop__cursor_add(c, key, (uint32_t)klen, ref, SOP__VALREF_SIZE, NULL, SOP_ADD, err);
+    if (rc != SOP_OK)
+        sop__txstore_value_drop(bt->ts, ref, SOP__VALREF_SIZE, NULL);
+    return tree_rc(bt, rc);
+}
+
+static sop_rc do_remove(sop_btree *bt, sop__cursor *c, sop_err *err)
+{
+    SOP__TRY(may_write(bt, err));
+    if (!sop__txstore_refs_values(bt->ts))
+        return tree_rc(bt, sop__cursor_remove(c, err));
+    uint8_t old[SOP__VALREF_SIZE];
+    SOP__TRY(current_ref(c, old, err));
+    SOP__TRY(tree_rc(bt, sop__cursor_remove(c, err)));
+    return sop__txstore_value_drop(bt->ts, old, SOP__VALREF_SIZE, err);
 }
 
 sop_rc sop_btree_open_memory(const sop_store_options *opts, sop_btree **out, sop_err *err)
@@ -63,8 +159,8 @@ sop_rc sop_btree_open_memory(const sop_store_options *opts, sop_btree **out, sop
         return sop__err_set(err, SOP_NOMEM, 0, "btree: cannot allocate a tree");
     uint8_t root_id[16];
     sop__uuid_v4(root_id);
-    sop__memrepo_init(&bt->repo);
-    sop_rc rc = sop__btree_init(&bt->core, &sop__memrepo_ops, &bt->repo, root_id, 0, opts, err);
+    sop__memrepo_init(&bt->mem);
+    sop_rc rc = sop__btree_init(&bt->core, &sop__memrepo_ops, &bt->mem, root_id, 0, opts, err);
     if (rc != SOP_OK) {
         sop__free(bt);
         return rc;
@@ -77,10 +173,10 @@ sop_rc sop_btree_open_memory(const sop_store_options *opts, sop_btree **out, sop
 
 void sop_btree_close(sop_btree *bt)
 {
-    if (bt == NULL)
-        return;
+    if (bt == NULL || bt->ts)
+        return; /* a store's tree belongs to its transaction */
     sop__cursor_fini(&bt->cur);
-    sop__memrepo_fini(&bt->repo);
+    sop__memrepo_fini(&bt->mem);
     sop__free(bt);
 }
 
@@ -94,9 +190,8 @@ static sop_rc add_common(sop_btree *bt, const void *key, size_t klen, const void
 {
     if (bt == NULL)
         return bad_arg(err, "btree: NULL handle");
-    SOP__TRY(check_kv(key, klen, val, vlen, true, err));
-    sop_rc rc =
-        sop__cursor_add(&bt->cur, key, (uint32_t)klen, val, (uint32_t)vlen, NULL, mode, err);
+    SOP__TRY(check_kv(key, klen, val, vlen, true, value_max(bt), err));
+    sop_rc rc = do_add(bt, &bt->cur, key, klen, val, vlen, mode, err);
     if (rc == SOP_OK && id_out) {
         sop__node *n;
         uint32_t i;
@@ -130,29 +225,31 @@ sop_rc sop_btree_update(sop_btree *bt, const void *key, size_t key_len, const vo
 {
     if (bt == NULL)
         return bad_arg(err, "btree: NULL handle");
-    SOP__TRY(check_kv(key, key_len, value, value_len, true, err));
+    SOP__TRY(check_kv(key, key_len, value, value_len, true, value_max(bt), err));
+    SOP__TRY(may_write(bt, err));
     sop_rc rc = sop__cursor_find(&bt->cur, key, (uint32_t)key_len, err);
     if (rc == SOP_NOTFOUND)
         return sop__err_set_const(err, SOP_NOTFOUND, "btree: no item with that key");
     if (rc != SOP_OK)
-        return rc;
-    return sop__cursor_update_value(&bt->cur, value, (uint32_t)value_len, err);
+        return tree_rc(bt, rc);
+    return do_update_value(bt, &bt->cur, value, value_len, err);
 }
 
 sop_rc sop_btree_remove(sop_btree *bt, const void *key, size_t key_len, sop_err *err)
 {
     if (bt == NULL)
         return bad_arg(err, "btree: NULL handle");
-    SOP__TRY(check_kv(key, key_len, NULL, 0, false, err));
+    SOP__TRY(check_kv(key, key_len, NULL, 0, false, 0, err));
+    SOP__TRY(may_write(bt, err));
     sop_rc rc = sop__cursor_find(&bt->cur, key, (uint32_t)key_len, err);
     if (rc == SOP_NOTFOUND)
         return sop__err_set_const(err, SOP_NOTFOUND, "btree: no item with that key");
     if (rc != SOP_OK)
-        return rc;
-    return sop__cursor_remove(&bt->cur, err);
+        return tree_rc(bt, rc);
+    return do_remove(bt, &bt->cur, err);
 }
 
-static void fill_item(const sop__node *n, uint32_t i, sop_item *out)
+static sop_rc fill_item(sop_btree *bt, const sop__node *n, uint32_t i, sop_item *out, sop_err *err)
 {
     const sop__item *it = &n->items[i];
     out->key = n->heap + it->koff;
@@ -161,13 +258,22 @@ static void fill_item(const sop__node *n, uint32_t i, sop_item *out)
     out->value_len = it->vlen;
     memcpy(out->id, it->id, SOP_ID_LEN);
     out->version = it->version;
+    if (sop__txstore_refs_values(bt->ts)) {
+        const uint8_t *v;
+        size_t vlen;
+        SOP__TRY(sop__txstore_value_get(bt->ts, n->heap + it->voff, it->vlen, &v, &vlen, err));
+        out->value = v;
+        out->value_len = vlen;
+    }
+    return SOP_OK;
 }
 
 sop_rc sop_btree_get(sop_btree *bt, const void *key, size_t key_len, sop_item *out, sop_err *err)
 {
     if (bt == NULL || out == NULL)
         return bad_arg(err, "sop_btree_get: NULL argument");
-    SOP__TRY(check_kv(key, key_len, NULL, 0, false, err));
+    SOP__TRY(check_kv(key, key_len, NULL, 0, false, 0, err));
+    SOP__TRY(may_read(bt, err));
     sop_rc rc = sop__cursor_find(&bt->cur, key, (uint32_t)key_len, err);
     if (rc == SOP_NOTFOUND)
         return sop__err_set_const(err, SOP_NOTFOUND, "btree: no item with that key");
@@ -176,18 +282,20 @@ sop_rc sop_btree_get(sop_btree *bt, const void *key, size_t key_len, sop_item *o
     sop__node *n;
     uint32_t i;
     SOP__TRY(sop__cursor_current(&bt->cur, &n, &i, err));
-    fill_item(n, i, out);
-    return SOP_OK;
+    return fill_item(bt, n, i, out, err);
 }
 
 sop_rc sop_btree_check(sop_btree *bt, sop_err *err)
 {
     if (bt == NULL)
         return bad_arg(err, "btree: NULL handle");
+    SOP__TRY(may_read(bt, err));
     SOP__TRY(sop__btree_check(&bt->core, err));
+    if (bt->ts)
+        return SOP_OK;
     sop_btree_stats st;
     SOP__TRY(sop__btree_stats(&bt->core, &st, err));
-    size_t held = sop__memrepo_nodes(&bt->repo);
+    size_t held = sop__memrepo_nodes(&bt->mem);
     /* An emptied tree keeps its root leaf; stats then reports 0 nodes. */
     if (held != st.nodes && !(st.nodes == 0 && held <= 1))
         return sop__err_set(err, SOP_CORRUPT, 0,
@@ -235,6 +343,7 @@ static sop_rc moved(sop_rc rc, sop_err *err, const char *what)
     do {                                                                                           \
         if ((c) == NULL)                                                                           \
             return bad_arg(err, "cursor: NULL handle");                                            \
+        SOP__TRY(may_read(tree_of(c), err));                                                       \
     } while (0)
 
 sop_rc sop_cursor_first(sop_cursor *c, sop_err *err)
@@ -264,7 +373,7 @@ sop_rc sop_cursor_prev(sop_cursor *c, sop_err *err)
 sop_rc sop_cursor_find(sop_cursor *c, const void *key, size_t key_len, sop_err *err)
 {
     CURSOR_CHECK(c);
-    SOP__TRY(check_kv(key, key_len, NULL, 0, false, err));
+    SOP__TRY(check_kv(key, key_len, NULL, 0, false, 0, err));
     return moved(sop__cursor_find(c, key, (uint32_t)key_len, err), err,
                  "cursor: no item with that key");
 }
@@ -272,7 +381,7 @@ sop_rc sop_cursor_find(sop_cursor *c, const void *key, size_t key_len, sop_err *
 sop_rc sop_cursor_find_last(sop_cursor *c, const void *key, size_t key_len, sop_err *err)
 {
     CURSOR_CHECK(c);
-    SOP__TRY(check_kv(key, key_len, NULL, 0, false, err));
+    SOP__TRY(check_kv(key, key_len, NULL, 0, false, 0, err));
     return moved(sop__cursor_find_last(c, key, (uint32_t)key_len, err), err,
                  "cursor: no item with that key");
 }
@@ -283,7 +392,7 @@ sop_rc sop_cursor_find_id(sop_cursor *c, const void *key, size_t key_len,
     CURSOR_CHECK(c);
     if (id == NULL)
         return bad_arg(err, "sop_cursor_find_id: NULL id");
-    SOP__TRY(check_kv(key, key_len, NULL, 0, false, err));
+    SOP__TRY(check_kv(key, key_len, NULL, 0, false, 0, err));
     return moved(sop__cursor_find_id(c, key, (uint32_t)key_len, id, err), err,
                  "cursor: no item with that key and ID");
 }
@@ -300,8 +409,7 @@ sop_rc sop_cursor_item(sop_cursor *c, sop_item *out, sop_err *err)
         return sop__err_set_const(err, SOP_NOTFOUND, "cursor: not on an item");
     if (rc != SOP_OK)
         return rc;
-    fill_item(n, i, out);
-    return SOP_OK;
+    return fill_item(tree_of(c), n, i, out, err);
 }
 
 bool sop_cursor_on_item(const sop_cursor *c)
@@ -315,8 +423,8 @@ sop_rc sop_cursor_add(sop_cursor *c, const void *key, size_t key_len, const void
     CURSOR_CHECK(c);
     if (flags > SOP_ADD_UPSERT)
         return bad_arg(err, "sop_cursor_add: unknown flags");
-    SOP__TRY(check_kv(key, key_len, value, value_len, true, err));
-    return sop__cursor_add(c, key, (uint32_t)key_len, value, (uint32_t)value_len, NULL, flags, err);
+    SOP__TRY(check_kv(key, key_len, value, value_len, true, value_max(tree_of(c)), err));
+    return do_add(tree_of(c), c, key, key_len, value, value_len, flags, err);
 }
 
 sop_rc sop_cursor_update_value(sop_cursor *c, const void *value, size_t value_len, sop_err *err)
@@ -324,21 +432,123 @@ sop_rc sop_cursor_update_value(sop_cursor *c, const void *value, size_t value_le
     CURSOR_CHECK(c);
     if (value == NULL && value_len != 0)
         return bad_arg(err, "value: NULL with a non-zero length");
-    if (value_len > SOP_VALUE_INLINE_MAX)
-        return sop__err_set(err, SOP_LIMIT, 0, "value: %zu bytes exceeds the %u-byte limit",
-                            value_len, SOP_VALUE_INLINE_MAX);
-    return sop__cursor_update_value(c, value, (uint32_t)value_len, err);
+    if (value_len > value_max(tree_of(c)))
+        return sop__err_set(err, SOP_LIMIT, 0, "value: %zu bytes exceeds the %zu-byte limit",
+                            value_len, value_max(tree_of(c)));
+    sop__node *n;
+    uint32_t i;
+    sop_rc rc = sop__cursor_current(c, &n, &i, err);
+    if (rc == SOP_NOTFOUND)
+        return sop__err_set_const(err, SOP_NOTFOUND, "cursor: not on an item");
+    SOP__TRY(rc);
+    return do_update_value(tree_of(c), c, value, value_len, err);
 }
 
 sop_rc sop_cursor_update_key(sop_cursor *c, const void *key, size_t key_len, sop_err *err)
 {
     CURSOR_CHECK(c);
-    SOP__TRY(check_kv(key, key_len, NULL, 0, false, err));
-    return sop__cursor_update_key(c, key, (uint32_t)key_len, err);
+    SOP__TRY(check_kv(key, key_len, NULL, 0, false, 0, err));
+    SOP__TRY(may_write(tree_of(c), err));
+    return tree_rc(tree_of(c), sop__cursor_update_key(c, key, (uint32_t)key_len, err));
 }
 
 sop_rc sop_cursor_remove(sop_cursor *c, sop_err *err)
 {
     CURSOR_CHECK(c);
-    return sop__cursor_remove(c, err);
+    sop__node *n;
+    uint32_t i;
+    sop_rc rc = sop__cursor_current(c, &n, &i, err);
+    if (rc == SOP_NOTFOUND)
+        return sop__err_set_const(err, SOP_NOTFOUND, "cursor: not on an item");
+    SOP__TRY(rc);
+    return do_remove(tree_of(c), c, err);
+}
+
+/* ---- persistent stores ---- */
+
+sop_rc sop_store_create(sop_txn *t, const char *name, const sop_store_options *opts,
+                        sop_btree **out, sop_err *err)
+{
+    if (t == NULL || name == NULL || opts == NULL || out == NULL)
+        return bad_arg(err, "sop_store_create: NULL argument");
+    sop__txstore *ts;
+    SOP__TRY(sop__txn_store_create(t, name, opts, &ts, err));
+    *out = &ts->bt;
+    return SOP_OK;
+}
+
+sop_rc sop_store_open(sop_txn *t, const char *name, sop_btree **out, sop_err *err)
+{
+    if (t == NULL || name == NULL || out == NULL)
+        return bad_arg(err, "sop_store_open: NULL argument");
+    sop__txstore *ts;
+    SOP__TRY(sop__txn_store_open(t, name, &ts, err));
+    *out = &ts->bt;
+    return SOP_OK;
+}
+
+sop_rc sop_store_drop(sop_txn *t, const char *name, sop_err *err)
+{
+    if (t == NULL || name == NULL)
+        return bad_arg(err, "sop_store_drop: NULL argument");
+    return sop__txn_store_drop(t, name, err);
+}
+
+static void info_out(const sop__storeinfo *s, sop_store_info *out)
+{
+    memset(out, 0, sizeof(*out));
+    snprintf(out->name, sizeof(out->name), "%s", s->name);
+    snprintf(out->description, sizeof(out->description), "%s", s->description);
+    sop_store_options_init(&out->options);
+    out->options.slot_length = s->slot_length;
+    out->options.is_unique = s->is_unique;
+    out->options.leaf_load_balancing = s->leaf_load_balancing;
+    out->options.key_order_fields = s->key_order_fields;
+    out->options.value_placement = (sop_value_placement)s->placement;
+    out->options.globally_cached = s->globally_cached;
+    out->options.description = out->description;
+    out->count = s->count;
+    out->created_ms = s->created_ms;
+    out->updated_ms = s->updated_ms;
+    memcpy(out->root_id, s->root_id, 16);
+}
+
+sop_rc sop_db_store_info(sop_db *db, const char *name, sop_store_info *out, sop_err *err)
+{
+    if (db == NULL || name == NULL || out == NULL)
+        return bad_arg(err, "sop_db_store_info: NULL argument");
+    SOP__TRY(sop__store_name_check(name, err));
+    sop__storeinfo s;
+    sop_rc rc = sop__repo_read(db->dir, name, &s, err);
+    if (rc == SOP_NOTFOUND)
+        return sop__err_set(err, SOP_NOTFOUND, 0, "no store named %s", name);
+    SOP__TRY(rc);
+    info_out(&s, out);
+    return SOP_OK;
+}
+
+sop_rc sop_db_stores(sop_db *db, void (*fn)(void *ctx, const sop_store_info *info), void *ctx,
+                     sop_err *err)
+{
+    if (db == NULL || fn == NULL)
+        return bad_arg(err, "sop_db_stores: NULL argument");
+    char **names;
+    size_t n;
+    SOP__TRY(sop__repo_list(db->dir, &names, &n, err));
+    sop_rc rc = SOP_OK;
+    for (size_t i = 0; i < n && rc == SOP_OK; i++) {
+        sop__storeinfo s;
+        rc = sop__repo_read(db->dir, names[i], &s, err);
+        if (rc == SOP_NOTFOUND) {
+            rc = SOP_OK; /* dropped meanwhile */
+            continue;
+        }
+        if (rc == SOP_OK) {
+            sop_store_info info;
+            info_out(&s, &info);
+            fn(ctx, &info);
+        }
+    }
+    sop__repo_list_free(names, n);
+    return rc;
 }

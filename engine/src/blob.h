@@ -31,7 +31,14 @@ typedef struct sop__blobstore sop__blobstore;
 sop_rc sop__blob_open(const char *root, sop__blobstore **out, sop_err *err);
 void sop__blob_close(sop__blobstore *bs);
 
-#define SOP__BLOB_SYNC 1u /* fsync the file, and its folder when it was created */
+/* fsync the file and its <hh> folder, and the root and the root's parent
+ * until this handle has synced them once (blob.c invariant 3). */
+#define SOP__BLOB_SYNC 1u
+
+/* The largest blob: a separately stored value of SOP_VALUE_SEPARATE_MAX
+ * (1 GiB) bytes plus 64 KiB for its encoding's header. Bigger is SOP_LIMIT
+ * on put and SOP_CORRUPT on get. */
+#define SOP__BLOB_SIZE_MAX ((size_t)SOP_VALUE_SEPARATE_MAX + 65536u)
 
 sop_rc sop__blob_put(sop__blobstore *bs, const uint8_t id[16], const void *data, size_t len,
                      unsigned flags, sop_err *err);
@@ -42,7 +49,8 @@ sop_rc sop__blob_get(sop__blobstore *bs, const uint8_t id[16], uint8_t **data, s
 sop_rc sop__blob_remove(sop__blobstore *bs, const uint8_t id[16], sop_err *err);
 /* fsync of a blob written earlier and of its folder (checkpoints). */
 sop_rc sop__blob_sync(sop__blobstore *bs, const uint8_t id[16], sop_err *err);
-/* Calls fn for every blob ID present (names that are not IDs are skipped). */
+/* Calls fn for every blob ID present (names that are not IDs are skipped);
+ * a non-OK result of fn stops the listing and is returned. */
 sop_rc sop__blob_list(sop__blobstore *bs, sop_rc (*fn)(void *ctx, const uint8_t id[16]), void *ctx,
                       sop_err *err);
 /* The path of a blob, for messages: out must hold SOP__BLOB_PATH_MAX. */

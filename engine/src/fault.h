@@ -60,9 +60,58 @@
  */
 #define SOP__IO_SITES(X)                                                                           \
     X(TEST_A, "test.a", "I/O layer self-test site A")                                              \
-    X(TEST_B, "test.b", "I/O layer self-test site B")
+    X(TEST_B, "test.b", "I/O layer self-test site B")                                              \
+    X(BLOB_OPEN, "blob.open", "blob store: open of a blob file")                                   \
+    X(BLOB_WRITE, "blob.write", "blob store: write (and size) of a blob file")                     \
+    X(BLOB_READ, "blob.read", "blob store: fstat and read of a blob file")                         \
+    X(BLOB_SYNC, "blob.sync", "blob store: fsync of a blob file and its folders")                  \
+    X(BLOB_CLOSE, "blob.close", "blob store: close of a written blob file")                        \
+    X(BLOB_MKDIR, "blob.mkdir", "blob store: creation of the root and fan-out folders")            \
+    X(BLOB_REMOVE, "blob.remove", "blob store: unlink of a blob file")                             \
+    X(BLOB_LIST, "blob.list", "blob store: listing of the fan-out folders")                        \
+    X(DB_HEADER, "db.header", "database header file: create, read")                                \
+    X(DB_LOCK, "db.lock", "database lock file: open, commit lock")                                 \
+    X(DB_SYNC, "db.sync", "checkpoint: sync of the database's file system")                        \
+    X(LOG_OPEN, "log.open", "transaction log: create, open, preallocate")                          \
+    X(LOG_WRITE, "log.write", "transaction log: append a record")                                  \
+    X(LOG_SYNC, "log.sync", "transaction log: fdatasync of a record (the commit point)")           \
+    X(LOG_READ, "log.read", "transaction log: scan (recovery)")                                    \
+    X(LOG_RESET, "log.reset", "transaction log: start over after a checkpoint")                    \
+    X(PREP_WRITE, "prepared.write", "prepared transaction file: create")                           \
+    X(PREP_READ, "prepared.read", "prepared transaction file: read, list")                         \
+    X(PREP_REMOVE, "prepared.remove", "prepared transaction file: remove once decided")            \
+    X(REPO_READ, "repo.read", "store info: read, list stores")                                     \
+    X(REPO_WRITE, "repo.write", "store info: create, state update")                                \
+    X(REPO_DROP, "repo.drop", "store folder: removal")                                             \
+    X(REG_SEGMENT_OPEN, "registry.segment_open", "registry: open and size check of a segment")     \
+    X(REG_SEGMENT_CREATE, "registry.segment_create", "registry: create and size a segment")        \
+    X(REG_SEGMENT_CLOSE, "registry.segment_close", "registry: close of a segment")                 \
+    X(REG_BLOCK_READ, "registry.block_read", "registry: read of a 4 KiB block")                    \
+    X(REG_BLOCK_WRITE, "registry.block_write", "registry: write of a 4 KiB block")                 \
+    X(REG_LOCK, "registry.lock", "registry: OFD lock and unlock of a block")                       \
+    X(REG_SYNC, "registry.sync", "registry: fsync of a new segment, fdatasync of written ones")
 
-#define SOP__CRASH_POINTS(X) X(TEST_POINT, "test.point", "fault layer self-test point")
+#define SOP__CRASH_POINTS(X)                                                                       \
+    X(TEST_POINT, "test.point", "fault layer self-test point")                                     \
+    X(P1_LOCKED, "phase1.locked", "phase 1: commit lock taken, nothing validated yet")             \
+    X(P1_VALIDATED, "phase1.validated", "phase 1: validated, commit record not written")           \
+    X(P1_BLOBS_WRITTEN, "phase1.values_synced", "phase 1: active values synced, no record")        \
+    X(P1_RECORD_WRITTEN, "phase1.record_written", "phase 1: record written, not yet synced")       \
+    X(P1_DURABLE, "phase1.durable", "phase 1: record synced - the commit point passed")            \
+    X(P2_STORES_CREATED, "phase2.stores_created", "phase 2: new stores created")                   \
+    X(P2_BLOBS_WRITTEN, "phase2.blobs_written", "phase 2: node and value blobs written")           \
+    X(P2_REGISTRY_HALF, "phase2.registry_half", "phase 2: some stores' registries updated")        \
+    X(P2_REGISTRY_WRITTEN, "phase2.registry_written", "phase 2: registries updated")               \
+    X(P2_STATE_WRITTEN, "phase2.state_written", "phase 2: store states updated")                   \
+    X(P2_DEAD_REMOVED, "phase2.dead_removed", "phase 2: obsolete blobs removed")                   \
+    X(P2_DONE, "phase2.done", "phase 2: finished, lock not yet released")                          \
+    X(RB_ACTIVE_REMOVED, "rollback.values_removed", "rollback: actively persisted values removed") \
+    X(PREP_DURABLE, "prepare.durable", "prepare: prepared file durable")                           \
+    X(PREP_COMMIT_LOGGED, "prepared.commit_logged", "commit prepared: commit record durable")      \
+    X(PREP_FILE_REMOVED, "prepared.file_removed", "commit/rollback prepared: file removed")        \
+    X(CKPT_SYNCED, "checkpoint.synced", "checkpoint: files synced, log not yet reset")             \
+    X(REC_LOG_REDONE, "recovery.log_redone", "recovery: one log redone, not yet removed")          \
+    X(REC_ORPHANS_REMOVED, "recovery.orphans_removed", "recovery: orphan values removed")
 
 typedef enum sop__site {
 #define SOP__SITE_ENUM_(id, name, desc) SOP__SITE_##id,

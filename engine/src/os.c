@@ -57,6 +57,11 @@ static int d_fdatasync(int fd)
     return fdatasync(fd);
 }
 
+static int d_syncfs(int fd)
+{
+    return syncfs(fd);
+}
+
 static int d_ftruncate(int fd, off_t len)
 {
     return ftruncate(fd, len);
@@ -156,6 +161,7 @@ static const sop__os_ops default_ops = {
     .pwrite = d_pwrite,
     .fsync = d_fsync,
     .fdatasync = d_fdatasync,
+    .syncfs = d_syncfs,
     .ftruncate = d_ftruncate,
     .fallocate = d_fallocate,
     .rename = d_rename,
@@ -377,6 +383,17 @@ sop_rc sop__os_fdatasync(sop__site site, int fd, const char *what, sop_err *err)
         e = errno;
     if (e != 0)
         return sop__err_set(err, SOP_IO, e, "fdatasync of %s failed", nm(what));
+    return SOP_OK;
+}
+
+sop_rc sop__os_syncfs(sop__site site, int fd, const char *what, sop_err *err)
+{
+    FAULT_ERRNO(site);
+    if (NO_FAULT && ops()->syncfs(fd) != 0)
+        e = errno;
+    if (e != 0)
+        return sop__err_set(err, SOP_IO, e, "syncfs of the file system holding %s failed",
+                            nm(what));
     return SOP_OK;
 }
 

@@ -68,6 +68,7 @@ typedef struct sop__os_ops {
     ssize_t (*pwrite)(int fd, const void *buf, size_t n, off_t off);
     int (*fsync)(int fd);
     int (*fdatasync)(int fd);
+    int (*syncfs)(int fd); /* flush the whole file system holding fd (checkpoints) */
     int (*ftruncate)(int fd, off_t len);
     /* mode as fallocate(2): 0, FALLOC_FL_KEEP_SIZE, ... */
     int (*fallocate)(int fd, int mode, off_t off, off_t len);
@@ -123,6 +124,7 @@ sop_rc sop__os_pwrite_all(sop__site site, int fd, const void *buf, size_t n, uin
                           const char *what, sop_err *err);
 sop_rc sop__os_fsync(sop__site site, int fd, const char *what, sop_err *err);
 sop_rc sop__os_fdatasync(sop__site site, int fd, const char *what, sop_err *err);
+sop_rc sop__os_syncfs(sop__site site, int fd, const char *what, sop_err *err);
 sop_rc sop__os_ftruncate(sop__site site, int fd, uint64_t len, const char *what, sop_err *err);
 /* fallocate(2) with mode (0 allocates and extends the size). SOP_UNSUPPORTED
  * when the file system cannot. */

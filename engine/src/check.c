@@ -1,0 +1,237 @@
+/*
+ * check.c - sop_db_check: the whole-database integrity check (TESTING.md
+ * item 3; docs/recovery.md, "Checking").
+ *
+ * For every store: every registry block's checksum (through the registry
+ * scan); every handle's shape (a live body ID, no stale second ID); the
+ * tree walked from its root through the transactional repository, so every
+ * node body is read and decoded (checksum, layout) and must belong to its
+ * handle; the B-tree invariants (sop__btree_check); the item count against
+ * the store's info; every handle reached by the walk (else the node leaked);
+ * every blob file accounted for as a live node body or a live value (else an
+ * orphan). Problems are reported one per line and counted; the check goes
+ * on to the next store after a problem that stops a store's walk.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "err.h"
+#include "mem.h"
+#include "txn.h"
+#include "uuid.h"
+
+typedef struct checker {
+    void (*problem)(void *ctx, const char *msg);
+    void *ctx;
+    sop_check_report *rep;
+} checker;
+
+static void report(checker *k, const char *fmt, ...) SOP__PRINTF(2, 3);
+static void report(checker *k, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    k->rep->problems++;
+    if (k->problem)
+        k->problem(k->ctx, msg);
+}
+
+/* Marks for ID sets (the value is never NULL). */
+static int mark_live, mark_seen;
+
+typedef struct store_check {
+    checker *k;
+    const char *name;
+    sop__idmap handles; /* lid -> sop__handle copy */
+    sop__idmap bodies;  /* active physical ID -> &mark_live */
+    sop__idmap reached; /* lid -> &mark_seen */
+    sop__idmap values;  /* value blob ID -> &mark_live */
+    bool refs_values;
+    uint64_t items, nodes;
+    sop_err *err;
+} store_check;
+
+static sop_rc collect_handle(void *ctx, const sop__handle *h)
+{
+    store_check *s = ctx;
+    char text[SOP__UUID_TEXT_LEN + 1];
+    sop__uuid_format(h->lid, text);
+    sop__handle *copy = sop__malloc(sizeof(*copy));
+    if (copy == NULL)
+        return sop__err_set(s->err, SOP_NOMEM, 0, "check: no memory");
+    *copy = *h;
+    SOP__TRY(sop__idmap_put(&s->handles, h->lid, copy, s->err));
+    const uint8_t *active = sop__handle_active(h);
+    const uint8_t *other = h->active_b ? h->pa : h->pb;
+    if (h->deleted)
+        report(s->k, "store %s: node %s is marked deleted in the registry", s->name, text);
+    if (sop__uuid_is_nil(active))
+        report(s->k, "store %s: node %s has no live body ID", s->name, text);
+    else
+        SOP__TRY(sop__idmap_put(&s->bodies, active, &mark_live, s->err));
+    if (!sop__uuid_is_nil(other))
+        report(s->k, "store %s: node %s keeps a stale second body ID", s->name, text);
+    return SOP_OK;
+}
+
+static sop_rc visit(void *ctx, const sop__node *n, uint32_t level)
+{
+    store_check *s = ctx;
+    (void)level;
+    s->nodes++;
+    s->items += n->count;
+    SOP__TRY(sop__idmap_put(&s->reached, n->id, &mark_seen, s->err));
+    if (!s->refs_values)
+        return SOP_OK;
+    for (uint32_t i = 0; i < n->count; i++) {
+        if (n->items[i].vlen != SOP__VALREF_SIZE) {
+            char text[SOP__UUID_TEXT_LEN + 1];
+            sop__uuid_format(n->id, text);
+            report(s->k, "store %s: node %s item %u holds no value reference", s->name, text, i);
+            continue;
+        }
+        SOP__TRY(sop__idmap_put(&s->values, sop__node_value(n, i), &mark_live, s->err));
+    }
+    return SOP_OK;
+}
+
+static sop_rc check_blob(void *ctx, const uint8_t id[16])
+{
+    store_check *s = ctx;
+    s->k->rep->blobs++;
+    if (sop__idmap_get(&s->bodies, id) || sop__idmap_get(&s->values, id))
+        return SOP_OK;
+    char text[SOP__UUID_TEXT_LEN + 1];
+    sop__uuid_format(id, text);
+    report(s->k, "store %s: blob %s is not referenced (orphan)", s->name, text);
+    return SOP_OK;
+}
+
+static void free_map(sop__idmap *m, bool values)
+{
+    sop__idmap_slot *slot;
+    if (values)
+        for (size_t pos = 0; (pos = sop__idmap_next(m, pos, &slot)) != 0;)
+            sop__free(slot->val);
+    sop__idmap_free(m);
+}
+
+static sop_rc check_store(sop_db *db, checker *k, const char *name, sop_err *err)
+{
+    store_check s;
+    memset(&s, 0, sizeof(s));
+    s.k = k;
+    s.name = name;
+    s.err = err;
+    sop__idmap_init(&s.handles);
+    sop__idmap_init(&s.bodies);
+    sop__idmap_init(&s.reached);
+    sop__idmap_init(&s.values);
+    sop_err e;
+    sop_err_clear(&e);
+
+    sop__dbstore *st;
+    sop_rc rc = sop__db_store(db, name, &st, err);
+    if (rc == SOP_OK) {
+        rc = sop__registry_scan(st->reg, collect_handle, &s, &e);
+        if (rc == SOP_CORRUPT) {
+            report(k, "store %s: %s", name, e.msg);
+            rc = SOP_OK;
+            goto out; /* without the registry the rest means nothing */
+        }
+        if (rc != SOP_OK)
+            *err = e;
+    }
+    if (rc != SOP_OK)
+        goto out;
+
+    sop_txn *t;
+    rc = sop_txn_begin(db, SOP_TXN_NOCHECK, 0, &t, err);
+    if (rc != SOP_OK)
+        goto out;
+    sop__txstore *ts;
+    rc = sop__txn_store_open(t, name, &ts, &e);
+    if (rc == SOP_OK) {
+        s.refs_values = sop__txstore_refs_values(ts);
+        sop_rc wrc = sop__btree_walk(&ts->bt.core, visit, &s, &e);
+        if (wrc == SOP_OK)
+            wrc = sop__btree_check(&ts->bt.core, &e);
+        if (wrc == SOP_CORRUPT || wrc == SOP_CONFLICT) {
+            report(k, "store %s: %s", name, e.msg);
+        } else if (wrc != SOP_OK) {
+            rc = wrc;
+            *err = e;
+        } else if (s.items != ts->info.count) {
+            report(k, "store %s: %llu items in the tree but the store's count is %llu", name,
+                   (unsigned long long)s.items, (unsigned long long)ts->info.count);
+        }
+    } else if (rc == SOP_CORRUPT) {
+        report(k, "store %s: %s", name, e.msg);
+        rc = SOP_OK;
+    } else {
+        *err = e;
+    }
+    sop_txn_free(t);
+    if (rc != SOP_OK)
+        goto out;
+
+    /* every registered node was reached */
+    sop__idmap_slot *slot;
+    for (size_t pos = 0; (pos = sop__idmap_next(&s.handles, pos, &slot)) != 0;) {
+        if (sop__idmap_get(&s.reached, slot->id))
+            continue;
+        char text[SOP__UUID_TEXT_LEN + 1];
+        sop__uuid_format(slot->id, text);
+        report(k, "store %s: node %s is registered but not in the tree (leaked)", name, text);
+    }
+    /* every blob is a live body or value */
+    rc = sop__blob_list(st->blobs, check_blob, &s, &e);
+    if (rc != SOP_OK)
+        *err = e;
+    k->rep->items += s.items;
+    k->rep->nodes += s.nodes;
+out:
+    free_map(&s.handles, true);
+    sop__idmap_free(&s.bodies);
+    sop__idmap_free(&s.reached);
+    sop__idmap_free(&s.values);
+    return rc;
+}
+
+sop_rc sop_db_check(sop_db *db, void (*problem)(void *ctx, const char *msg), void *ctx,
+                    sop_check_report *report_out, sop_err *err)
+{
+    if (db == NULL)
+        return sop__err_set(err, SOP_INVALID, 0, "sop_db_check: NULL database");
+    sop_check_report rep;
+    memset(&rep, 0, sizeof(rep));
+    checker k = {problem, ctx, &rep};
+    SOP__TRY(sop_db_recover(db, err));
+    char **names;
+    size_t n;
+    sop_rc rc = sop__repo_list(db->dir, &names, &n, err);
+    if (rc == SOP_CORRUPT) {
+        report(&k, "store list: %s", err->msg);
+        n = 0;
+        names = NULL;
+        rc = SOP_OK;
+    }
+    SOP__TRY(rc);
+    for (size_t i = 0; i < n && rc == SOP_OK; i++) {
+        rep.stores++;
+        rc = check_store(db, &k, names[i], err);
+    }
+    sop__repo_list_free(names, n);
+    if (report_out)
+        *report_out = rep;
+    if (rc != SOP_OK)
+        return rc;
+    if (rep.problems)
+        return sop__err_set(err, SOP_CORRUPT, 0, "check: %llu problems found",
+                            (unsigned long long)rep.problems);
+    return SOP_OK;
+}

@@ -1,0 +1,1396 @@
+/*
+ * db.c - a database folder: its header, lock file, logs, checkpoints,
+ * prepared transactions, recovery, and the redo applier that phase 2 and
+ * recovery share (docs/commit.md, docs/recovery.md, docs/format.md).
+ *
+ * Folder layout:
+ *   <db>/sop.db            header: format version, hash modulus (one sector)
+ *   <db>/lock              byte 0: the commit lock; sector 1: the commit
+ *                          counter and the "being applied" marker; sectors
+ *                          16/17: the checkpoint mark, ping-pong
+ *   <db>/txlog/<id>.log    one log per open database handle
+ *   <db>/txlog/<txid>.prep prepared transactions
+ *   <db>/stores/<name>/    stores (repo.h)
+ *
+ * Invariants:
+ *  1. Every commit (phase 1 to phase 2) and every recovery and checkpoint
+ *     holds the commit lock (an exclusive OFD lock on byte 0 of <db>/lock).
+ *  2. A checkpoint syncs the whole file system holding the database while
+ *     holding the commit lock, then durably records "every commit up to
+ *     sequence S is on disk" in the checkpoint mark. Records with seq <= S
+ *     are never redone.
+ *  3. While a commit is being applied, the lock file says so (the pending
+ *     marker, its owner's log and seq). A process that takes the commit lock
+ *     and finds the marker set by a dead owner redoes that commit first, so
+ *     no commit is ever validated against a half-applied predecessor.
+ *  4. Full recovery (no other process has the database open) redoes every
+ *     record with seq > S of every log, in seq order, then checkpoints and
+ *     removes the logs.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "crc.h"
+#include "err.h"
+#include "fault.h"
+#include "mem.h"
+#include "os.h"
+#include "txn.h"
+#include "uuid.h"
+
+#define HEADER_MAGIC   "SOPDB001"
+#define HEADER_SIZE    512u
+#define FORMAT_VERSION 1u
+#define STATE_OFF      4096u
+#define STATE_MAGIC    0x54415453u /* "STAT" */
+#define CKPT_OFF       8192u
+#define CKPT_MAGIC     0x54504b43u /* "CKPT" */
+
+int64_t sop__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+static sop_rc path_join(char *out, sop_err *err, const char *a, const char *b)
+{
+    int n = snprintf(out, SOP__PATH_MAX, "%s/%s", a, b);
+    if (n < 0 || n >= SOP__PATH_MAX)
+        return sop__err_set(err, SOP_LIMIT, 0, "path %s/%s is too long", a, b);
+    return SOP_OK;
+}
+
+void sop_db_options_init(sop_db_options *o)
+{
+    if (o == NULL)
+        return;
+    memset(o, 0, sizeof(*o));
+    o->registry_hash_mod = SOP__REG_HASH_MOD_DEFAULT;
+    o->lock_timeout_ms = 30000;
+    o->checkpoint_bytes = 16u << 20;
+}
+
+/* ---- the header ------------------------------------------------------ */
+
+static sop_rc read_header(const char *dir, uint32_t *hash_mod, sop_err *err)
+{
+    char path[SOP__PATH_MAX];
+    SOP__TRY(path_join(path, err, dir, "sop.db"));
+    int fd;
+    sop_rc rc = sop__os_open(SOP__SITE_DB_HEADER, path, O_RDONLY, 0, &fd, err);
+    if (rc == SOP_NOTFOUND)
+        return sop__err_set(err, SOP_NOTFOUND, 0, "no database at %s (create one with sop init)",
+                            dir);
+    SOP__TRY(rc);
+    uint8_t h[HEADER_SIZE];
+    size_t got = 0;
+    rc = sop__os_pread_full(SOP__SITE_DB_HEADER, fd, h, sizeof(h), 0, &got, path, err);
+    sop__os_close(SOP__SITE_DB_HEADER, fd, path, NULL);
+    SOP__TRY(rc);
+    if (got != sizeof(h) || memcmp(h, HEADER_MAGIC, 8) != 0)
+        return sop__err_set(err, SOP_CORRUPT, 0, "%s is not a SOP database header", path);
+    if (get32(h + HEADER_SIZE - 4) != sop__crc32c(0, h, HEADER_SIZE - 4))
+        return sop__err_set(err, SOP_CORRUPT, 0, "%s: bad checksum", path);
+    if (get32(h + 8) != FORMAT_VERSION)
+        return sop__err_set(err, SOP_CORRUPT, 0, "%s: unsupported format version %u", path,
+                            get32(h + 8));
+    *hash_mod = get32(h + 12);
+    if (*hash_mod < SOP__REG_HASH_MOD_MIN || *hash_mod > SOP__REG_HASH_MOD_MAX)
+        return sop__err_set(err, SOP_CORRUPT, 0, "%s: hash modulus %u out of range", path,
+                            *hash_mod);
+    return SOP_OK;
+}
+
+static sop_rc mkdir_p1(sop__site site, const char *path, sop_err *err)
+{
+    sop_rc rc = sop__os_mkdir(site, path, 0700, err);
+    return rc == SOP_EXISTS ? SOP_OK : rc;
+}
+
+sop_rc sop_db_init(const char *dir, const sop_db_options *opts, sop_err *err)
+{
+    sop_db_options o;
+    sop_db_options_init(&o);
+    if (opts)
+        o = *opts;
+    if (dir == NULL || dir[0] == '\0')
+        return sop__err_set(err, SOP_INVALID, 0, "sop_db_init: no folder given");
+    uint32_t mod = o.registry_hash_mod ? o.registry_hash_mod : SOP__REG_HASH_MOD_DEFAULT;
+    if (mod < SOP__REG_HASH_MOD_MIN || mod > SOP__REG_HASH_MOD_MAX)
+        return sop__err_set(err, SOP_INVALID, 0, "registry hash modulus %u must be %u..%u", mod,
+                            SOP__REG_HASH_MOD_MIN, SOP__REG_HASH_MOD_MAX);
+    uint32_t existing;
+    sop_rc rc = read_header(dir, &existing, err);
+    if (rc == SOP_OK) {
+        if (existing != mod)
+            return sop__err_set(err, SOP_EXISTS, 0,
+                                "%s already holds a database with registry hash modulus %u; it "
+                                "is fixed at creation (changing it would make data unreachable)",
+                                dir, existing);
+        return SOP_OK;
+    }
+    if (rc != SOP_NOTFOUND)
+        return rc;
+    SOP__TRY(mkdir_p1(SOP__SITE_DB_HEADER, dir, err));
+    char path[SOP__PATH_MAX], tmp[SOP__PATH_MAX], sub[SOP__PATH_MAX];
+    SOP__TRY(path_join(sub, err, dir, "txlog"));
+    SOP__TRY(mkdir_p1(SOP__SITE_DB_HEADER, sub, err));
+    SOP__TRY(path_join(sub, err, dir, "stores"));
+    SOP__TRY(mkdir_p1(SOP__SITE_DB_HEADER, sub, err));
+    SOP__TRY(path_join(path, err, dir, "sop.db"));
+    SOP__TRY(path_join(tmp, err, dir, "sop.db.tmp"));
+    uint8_t h[HEADER_SIZE];
+    memset(h, 0, sizeof(h));
+    memcpy(h, HEADER_MAGIC, 8);
+    put32(h + 8, FORMAT_VERSION);
+    put32(h + 12, mod);
+    uint8_t id[16];
+    sop__uuid_v4(id);
+    memcpy(h + 16, id, 16);
+    put64(h + 32, (uint64_t)sop__now_ms());
+    put32(h + HEADER_SIZE - 4, sop__crc32c(0, h, HEADER_SIZE - 4));
+    int fd;
+    SOP__TRY(sop__os_open(SOP__SITE_DB_HEADER, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600, &fd, err));
+    rc = sop__os_pwrite_all(SOP__SITE_DB_HEADER, fd, h, sizeof(h), 0, tmp, err);
+    if (rc == SOP_OK)
+        rc = sop__os_fsync(SOP__SITE_DB_HEADER, fd, tmp, err);
+    sop__os_close(SOP__SITE_DB_HEADER, fd, tmp, NULL);
+    /* the folders first, then the header's name: a header never names a
+     * database whose folders could vanish */
+    if (rc == SOP_OK)
+        rc = sop__os_fsync_dir(SOP__SITE_DB_HEADER, dir, err);
+    if (rc == SOP_OK)
+        rc = sop__os_rename(SOP__SITE_DB_HEADER, tmp, path, err);
+    if (rc == SOP_OK)
+        rc = sop__os_fsync_dir(SOP__SITE_DB_HEADER, dir, err);
+    return rc;
+}
+
+/* ---- the lock file ---------------------------------------------------- */
+
+typedef struct lockstate {
+    uint64_t seq;         /* last commit sequence number handed out */
+    bool pending;         /* a commit is being applied */
+    uint8_t owner[16];    /* ... by the process owning this log */
+    uint64_t pending_seq; /* ... with this sequence number */
+} lockstate;
+
+static sop_rc state_read(sop_db *db, lockstate *s, sop_err *err)
+{
+    uint8_t b[64];
+    size_t got = 0;
+    memset(s, 0, sizeof(*s));
+    SOP__TRY(sop__os_pread_full(SOP__SITE_DB_LOCK, db->lock_fd, b, sizeof(b), STATE_OFF, &got,
+                                "lock file", err));
+    if (got < sizeof(b) || get32(b) != STATE_MAGIC || get32(b + 60) != sop__crc32c(0, b, 60))
+        return SOP_OK; /* never written, or lost with a crash: recovery sorts it out */
+    s->seq = get64(b + 8);
+    s->pending = b[16] != 0;
+    memcpy(s->owner, b + 20, 16);
+    s->pending_seq = get64(b + 36);
+    return SOP_OK;
+}
+
+static sop_rc state_write(sop_db *db, const lockstate *s, sop_err *err)
+{
+    uint8_t b[64];
+    memset(b, 0, sizeof(b));
+    put32(b, STATE_MAGIC);
+    put64(b + 8, s->seq);
+    b[16] = s->pending ? 1 : 0;
+    memcpy(b + 20, s->owner, 16);
+    put64(b + 36, s->pending_seq);
+    put32(b + 60, sop__crc32c(0, b, 60));
+    /* Not synced: the marker only matters while the machine is up; after a
+     * machine crash, full recovery redoes everything past the checkpoint. */
+    return sop__os_pwrite_all(SOP__SITE_DB_LOCK, db->lock_fd, b, sizeof(b), STATE_OFF, "lock file",
+                              err);
+}
+
+/* The checkpoint mark: two 512-byte slots written alternately, each with a
+ * generation and a checksum, so a torn write leaves the other intact. */
+static sop_rc ckpt_read(sop_db *db, uint64_t *gen, uint64_t *ckpt_seq, sop_err *err)
+{
+    *gen = 0;
+    *ckpt_seq = 0;
+    for (int slot = 0; slot < 2; slot++) {
+        uint8_t b[32];
+        size_t got = 0;
+        SOP__TRY(sop__os_pread_full(SOP__SITE_DB_LOCK, db->lock_fd, b, sizeof(b),
+                                    CKPT_OFF + 512u * (unsigned)slot, &got, "lock file", err));
+        if (got < sizeof(b) || get32(b) != CKPT_MAGIC || get32(b + 28) != sop__crc32c(0, b, 28))
+            continue;
+        uint64_t g = get64(b + 8);
+        if (g > *gen) {
+            *gen = g;
+            *ckpt_seq = get64(b + 16);
+        }
+    }
+    return SOP_OK;
+}
+
+static sop_rc ckpt_write(sop_db *db, uint64_t ckpt_seq, sop_err *err)
+{
+    uint64_t gen, old;
+    SOP__TRY(ckpt_read(db, &gen, &old, err));
+    uint8_t b[32];
+    memset(b, 0, sizeof(b));
+    put32(b, CKPT_MAGIC);
+    put64(b + 8, gen + 1);
+    put64(b + 16, ckpt_seq);
+    put32(b + 28, sop__crc32c(0, b, 28));
+    SOP__TRY(sop__os_pwrite_all(SOP__SITE_DB_LOCK, db->lock_fd, b, sizeof(b),
+                                CKPT_OFF + 512u * (unsigned)((gen + 1) % 2), "lock file", err));
+    return sop__os_fdatasync(SOP__SITE_DB_LOCK, db->lock_fd, "lock file", err);
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+sop_rc sop__db_lock(sop_db *db, bool exclusive, int64_t deadline_ms, sop_err *err)
+{
+    int64_t limit = sop__now_ms() + db->opts.lock_timeout_ms;
+    if (deadline_ms > 0 && deadline_ms < limit)
+        limit = deadline_ms;
+    unsigned backoff = 1;
+    for (;;) {
+        sop_rc rc = sop__os_lock(SOP__SITE_DB_LOCK, db->lock_fd,
+                                 exclusive ? SOP__OS_LOCK_EXCLUSIVE : SOP__OS_LOCK_SHARED, 0, 1,
+                                 false, "commit lock", err);
+        if (rc == SOP_OK) {
+            db->locked = true;
+            return SOP_OK;
+        }
+        if (rc != SOP_LOCKED)
+            return rc;
+        if (sop__now_ms() >= limit)
+            return sop__err_set(err, SOP_TIMEOUT, 0,
+                                "commit lock of %s: still held by another process after %u ms",
+                                db->dir, db->opts.lock_timeout_ms);
+        /* jittered exponential backoff, 1..32 ms */
+        sleep_ms(backoff + (unsigned)(sop__random64() % backoff));
+        if (backoff < 32)
+            backoff *= 2;
+    }
+}
+
+void sop__db_unlock(sop_db *db)
+{
+    if (!db->locked)
+        return;
+    sop__os_unlock(SOP__SITE_DB_LOCK, db->lock_fd, 0, 1, "commit lock", NULL);
+    db->locked = false;
+}
+
+sop_rc sop__db_next_seq(sop_db *db, uint64_t *seq, sop_err *err)
+{
+    lockstate s;
+    SOP__TRY(state_read(db, &s, err));
+    uint64_t gen, ckpt;
+    SOP__TRY(ckpt_read(db, &gen, &ckpt, err));
+    uint64_t next = (s.seq > ckpt ? s.seq : ckpt) + 1;
+    if (next <= db->log_max_seq)
+        next = db->log_max_seq + 1;
+    s.seq = next;
+    SOP__TRY(state_write(db, &s, err));
+    *seq = next;
+    return SOP_OK;
+}
+
+static void log_owner(const sop_db *db, uint8_t owner[16])
+{
+    /* the owner of a log is the UUID in its file name */
+    const char *path = sop__log_path(db->log);
+    const char *base = strrchr(path, '/');
+    char text[SOP__UUID_TEXT_LEN + 1];
+    memcpy(text, base + 1, SOP__UUID_TEXT_LEN);
+    text[SOP__UUID_TEXT_LEN] = '\0';
+    if (!sop__uuid_parse(text, owner))
+        memset(owner, 0, 16);
+}
+
+sop_rc sop__db_set_pending(sop_db *db, uint64_t seq, sop_err *err)
+{
+    lockstate s;
+    SOP__TRY(state_read(db, &s, err));
+    s.pending = true;
+    s.pending_seq = seq;
+    if (s.seq < seq)
+        s.seq = seq;
+    log_owner(db, s.owner);
+    return state_write(db, &s, err);
+}
+
+sop_rc sop__db_clear_pending(sop_db *db, sop_err *err)
+{
+    lockstate s;
+    SOP__TRY(state_read(db, &s, err));
+    if (!s.pending)
+        return SOP_OK;
+    s.pending = false;
+    return state_write(db, &s, err);
+}
+
+/* ---- store handles ------------------------------------------------------ */
+
+sop_rc sop__db_store(sop_db *db, const char *name, sop__dbstore **out, sop_err *err)
+{
+    for (size_t i = 0; i < db->nstores; i++) {
+        if (strcmp(db->stores[i].name, name) == 0) {
+            *out = &db->stores[i];
+            return SOP_OK;
+        }
+    }
+    SOP__TRY(sop__store_name_check(name, err));
+    if (db->nstores == db->capstores) {
+        size_t cap = db->capstores ? db->capstores * 2 : 8;
+        sop__dbstore *grown = sop__realloc(db->stores, cap * sizeof(*grown));
+        if (grown == NULL)
+            return sop__err_set(err, SOP_NOMEM, 0, "database: no memory for store handles");
+        db->stores = grown;
+        db->capstores = cap;
+    }
+    sop__dbstore *s = &db->stores[db->nstores];
+    memset(s, 0, sizeof(*s));
+    snprintf(s->name, sizeof(s->name), "%s", name);
+    char dir[SOP__PATH_MAX], blobdir[SOP__PATH_MAX];
+    SOP__TRY(sop__repo_store_dir(db->dir, name, dir, err));
+    SOP__TRY(path_join(blobdir, err, dir, "blob"));
+    SOP__TRY(sop__registry_open(dir, name, db->hash_mod, true, &s->reg, err));
+    sop_rc rc = sop__blob_open(blobdir, &s->blobs, err);
+    if (rc != SOP_OK) {
+        sop__registry_close(s->reg);
+        return rc;
+    }
+    db->nstores++;
+    *out = s;
+    return SOP_OK;
+}
+
+void sop__db_forget_store(sop_db *db, const char *name)
+{
+    for (size_t i = 0; i < db->nstores; i++) {
+        if (strcmp(db->stores[i].name, name) == 0) {
+            sop__registry_close(db->stores[i].reg);
+            sop__blob_close(db->stores[i].blobs);
+            db->stores[i] = db->stores[--db->nstores];
+            return;
+        }
+    }
+}
+
+static void forget_all_stores(sop_db *db)
+{
+    for (size_t i = 0; i < db->nstores; i++) {
+        sop__registry_close(db->stores[i].reg);
+        sop__blob_close(db->stores[i].blobs);
+    }
+    db->nstores = 0;
+}
+
+/* ---- the redo payload ---------------------------------------------------- */
+
+/* A bounds-checked reader over a payload. */
+typedef struct rd {
+    const uint8_t *p;
+    size_t len, off;
+    bool bad;
+} rd;
+
+static const uint8_t *take(rd *r, size_t n)
+{
+    if (r->bad || n > r->len - r->off) {
+        r->bad = true;
+        return NULL;
+    }
+    const uint8_t *p = r->p + r->off;
+    r->off += n;
+    return p;
+}
+
+static uint32_t take32(rd *r)
+{
+    const uint8_t *p = take(r, 4);
+    return p ? get32(p) : 0;
+}
+
+static uint64_t take64(rd *r)
+{
+    const uint8_t *p = take(r, 8);
+    return p ? get64(p) : 0;
+}
+
+#define REDO_MAGIC  0x4f445253u /* "SRDO" */
+#define REDO_CREATE 1u
+#define REDO_DROP   2u
+
+/* One store's part of a payload, decoded in place. */
+typedef struct redo_store {
+    char name[SOP__STORE_NAME_MAX + 1];
+    uint8_t flags;
+    const uint8_t *fixed;
+    size_t fixed_len;
+    uint64_t seq, count;
+    int64_t updated_ms;
+    uint32_t nops;
+    const uint8_t *ops; /* nops x (1 + 62) */
+    uint32_t nblobs;
+    const uint8_t *blobs; /* nblobs x (16 + 4 + len) */
+    size_t blobs_len;
+    uint32_t ndead;
+    const uint8_t *dead; /* ndead x 16 */
+    uint32_t nactive;
+    const uint8_t *active; /* nactive x 16 */
+} redo_store;
+
+static sop_rc redo_bad(sop_err *err, size_t off)
+{
+    return sop__err_set(err, SOP_CORRUPT, 0, "redo record: malformed at offset %zu", off);
+}
+
+/* Decodes the next store part; *done at the end. */
+static sop_rc redo_next(rd *r, uint32_t *left, redo_store *s, sop_err *err)
+{
+    if (*left == 0)
+        return SOP_NOTFOUND;
+    (*left)--;
+    memset(s, 0, sizeof(*s));
+    uint32_t nlen = take32(r);
+    const uint8_t *name = take(r, nlen);
+    if (r->bad || nlen == 0 || nlen > SOP__STORE_NAME_MAX)
+        return redo_bad(err, r->off);
+    memcpy(s->name, name, nlen);
+    s->name[nlen] = '\0';
+    if (!sop__store_name_valid(s->name))
+        return redo_bad(err, r->off);
+    const uint8_t *f = take(r, 1);
+    s->flags = f ? f[0] : 0;
+    if (s->flags & REDO_CREATE) {
+        s->fixed_len = take32(r);
+        s->fixed = take(r, s->fixed_len);
+    }
+    s->seq = take64(r);
+    s->count = take64(r);
+    s->updated_ms = (int64_t)take64(r);
+    s->nops = take32(r);
+    if (s->nops > (r->len - r->off) / (1 + SOP__HANDLE_SIZE))
+        return redo_bad(err, r->off);
+    s->ops = take(r, (size_t)s->nops * (1 + SOP__HANDLE_SIZE));
+    s->nblobs = take32(r);
+    size_t start = r->off;
+    for (uint32_t i = 0; i < s->nblobs && !r->bad; i++) {
+        take(r, 16);
+        take(r, take32(r));
+    }
+    s->blobs = r->p + start;
+    s->blobs_len = r->off - start;
+    s->ndead = take32(r);
+    if (s->ndead > (r->len - r->off) / 16)
+        return redo_bad(err, r->off);
+    s->dead = take(r, (size_t)s->ndead * 16);
+    s->nactive = take32(r);
+    if (s->nactive > (r->len - r->off) / 16)
+        return redo_bad(err, r->off);
+    s->active = take(r, (size_t)s->nactive * 16);
+    if (r->bad)
+        return redo_bad(err, r->off);
+    return SOP_OK;
+}
+
+static sop_rc redo_open(const uint8_t *payload, size_t len, rd *r, uint32_t *nstores, sop_err *err)
+{
+    r->p = payload;
+    r->len = len;
+    r->off = 0;
+    r->bad = false;
+    if (take32(r) != REDO_MAGIC)
+        return redo_bad(err, 0);
+    *nstores = take32(r);
+    return r->bad ? redo_bad(err, r->off) : SOP_OK;
+}
+
+static sop_rc apply_store(sop_db *db, const redo_store *s, bool recovering, sop_err *err)
+{
+    if (s->flags & REDO_DROP) {
+        sop__db_forget_store(db, s->name);
+        return sop__repo_drop(db->dir, s->name, err);
+    }
+    sop__storeinfo info;
+    memset(&info, 0, sizeof(info));
+    if (s->flags & REDO_CREATE) {
+        /* decode the fixed part behind a synthetic state sector */
+        size_t n = SOP__STOREINFO_STATE_SIZE + s->fixed_len;
+        uint8_t *buf = sop__malloc(n);
+        if (buf == NULL)
+            return sop__err_set(err, SOP_NOMEM, 0, "redo: no memory");
+        info.seq = s->seq;
+        info.count = s->count;
+        info.updated_ms = s->updated_ms;
+        sop__storeinfo_encode_state(&info, buf);
+        memcpy(buf + SOP__STOREINFO_STATE_SIZE, s->fixed, s->fixed_len);
+        sop_rc rc = sop__storeinfo_decode(buf, n, "redo record", &info, err);
+        sop__free(buf);
+        SOP__TRY(rc);
+        if (strcmp(info.name, s->name) != 0)
+            return sop__err_set(err, SOP_CORRUPT, 0, "redo record: store name mismatch");
+        SOP__TRY(sop__repo_create(db->dir, &info, err));
+        SOP__CRASH_POINT(P2_STORES_CREATED);
+    } else {
+        SOP__TRY(sop__repo_read(db->dir, s->name, &info, err));
+    }
+    sop__dbstore *st;
+    SOP__TRY(sop__db_store(db, s->name, &st, err));
+
+    rd b = {s->blobs, s->blobs_len, 0, false};
+    for (uint32_t i = 0; i < s->nblobs; i++) {
+        const uint8_t *id = take(&b, 16);
+        uint32_t blen = take32(&b);
+        const uint8_t *data = take(&b, blen);
+        if (b.bad)
+            return redo_bad(err, b.off);
+        SOP__TRY(sop__blob_put(st->blobs, id, data, blen, 0, err));
+    }
+    SOP__CRASH_POINT(P2_BLOBS_WRITTEN);
+
+    if (s->nops) {
+        sop__reg_op *ops = sop__malloc(sizeof(*ops) * s->nops);
+        if (ops == NULL)
+            return sop__err_set(err, SOP_NOMEM, 0, "redo: no memory for %u handles", s->nops);
+        for (uint32_t i = 0; i < s->nops; i++) {
+            const uint8_t *op = s->ops + (size_t)i * (1 + SOP__HANDLE_SIZE);
+            ops[i].kind = op[0] == 1 ? SOP__REG_DEL : SOP__REG_PUT;
+            sop__handle_decode(op + 1, &ops[i].h);
+        }
+        sop_rc rc = sop__registry_apply(
+            st->reg, ops, s->nops, SOP__REG_IF_NEWER | (recovering ? SOP__REG_REPAIR : 0), err);
+        sop__free(ops);
+        SOP__TRY(rc);
+    }
+    SOP__CRASH_POINT(P2_REGISTRY_HALF);
+
+    info.seq = s->seq;
+    info.count = s->count;
+    info.updated_ms = s->updated_ms;
+    SOP__TRY(sop__repo_write_state(db->dir, &info, err));
+    return SOP_OK;
+}
+
+static sop_rc remove_dead(sop_db *db, const redo_store *s, sop_err *err)
+{
+    if (s->flags & REDO_DROP || s->ndead == 0)
+        return SOP_OK;
+    sop__dbstore *st;
+    SOP__TRY(sop__db_store(db, s->name, &st, err));
+    for (uint32_t i = 0; i < s->ndead; i++)
+        SOP__TRY(sop__blob_remove(st->blobs, s->dead + (size_t)i * 16, err));
+    return SOP_OK;
+}
+
+sop_rc sop__redo_apply(sop_db *db, const uint8_t *payload, size_t len, bool recovering,
+                       sop_err *err)
+{
+    rd r;
+    uint32_t n, left;
+    SOP__TRY(redo_open(payload, len, &r, &n, err));
+    redo_store s;
+    sop_rc rc;
+    /* every store's blobs, registry and state first ... */
+    for (left = n; (rc = redo_next(&r, &left, &s, err)) == SOP_OK;)
+        SOP__TRY(apply_store(db, &s, recovering, err));
+    if (rc != SOP_NOTFOUND)
+        return rc;
+    SOP__CRASH_POINT(P2_STATE_WRITTEN);
+    /* ... then what the commit made obsolete */
+    SOP__TRY(redo_open(payload, len, &r, &n, err));
+    for (left = n; (rc = redo_next(&r, &left, &s, err)) == SOP_OK;)
+        SOP__TRY(remove_dead(db, &s, err));
+    if (rc != SOP_NOTFOUND)
+        return rc;
+    SOP__CRASH_POINT(P2_DEAD_REMOVED);
+    return SOP_OK;
+}
+
+sop_rc sop__redo_claims(const uint8_t *payload, size_t len,
+                        sop_rc (*fn)(void *ctx, const char *store, const uint8_t lid[16]),
+                        void *ctx, sop_err *err)
+{
+    rd r;
+    uint32_t n, left;
+    SOP__TRY(redo_open(payload, len, &r, &n, err));
+    redo_store s;
+    sop_rc rc;
+    for (left = n; (rc = redo_next(&r, &left, &s, err)) == SOP_OK;)
+        for (uint32_t i = 0; i < s.nops; i++)
+            SOP__TRY(fn(ctx, s.name, s.ops + (size_t)i * (1 + SOP__HANDLE_SIZE) + 1));
+    return rc == SOP_NOTFOUND ? SOP_OK : rc;
+}
+
+sop_rc sop__redo_discard(sop_db *db, const uint8_t *payload, size_t len, sop_err *err)
+{
+    rd r;
+    uint32_t n, left;
+    SOP__TRY(redo_open(payload, len, &r, &n, err));
+    redo_store s;
+    sop_rc rc;
+    for (left = n; (rc = redo_next(&r, &left, &s, err)) == SOP_OK;) {
+        if (s.nactive == 0 || (s.flags & REDO_CREATE))
+            continue; /* a store that was never created has no blobs */
+        sop__dbstore *st;
+        SOP__TRY(sop__db_store(db, s.name, &st, err));
+        for (uint32_t i = 0; i < s.nactive; i++)
+            SOP__TRY(sop__blob_remove(st->blobs, s.active + (size_t)i * 16, err));
+    }
+    return rc == SOP_NOTFOUND ? SOP_OK : rc;
+}
+
+/* ---- checkpoints ------------------------------------------------------- */
+
+/* Under the commit lock: everything applied so far becomes durable, the
+ * mark records it, and this handle's log starts over. */
+static sop_rc redo_pending(sop_db *db, sop_err *err);
+
+static sop_rc checkpoint_locked(sop_db *db, sop_err *err)
+{
+    SOP__TRY(redo_pending(db, err));
+    lockstate s;
+    SOP__TRY(state_read(db, &s, err));
+    uint64_t gen, ckpt;
+    SOP__TRY(ckpt_read(db, &gen, &ckpt, err));
+    uint64_t upto = s.seq > ckpt ? s.seq : ckpt;
+    if (db->log_max_seq > upto)
+        upto = db->log_max_seq;
+    SOP__TRY(sop__os_syncfs(SOP__SITE_DB_SYNC, db->dir_fd, db->dir, err));
+    SOP__CRASH_POINT(CKPT_SYNCED);
+    SOP__TRY(ckpt_write(db, upto, err));
+    if (db->log) {
+        SOP__TRY(sop__log_reset(db->log, err));
+        db->log_max_seq = 0;
+        /* Intents of transactions still undecided must survive the reset.
+         * Not those of one that passed its commit point (its COMMIT record
+         * goes with the reset, so its intent would look abandoned). */
+        for (sop_txn *t = db->txns; t; t = t->next_open) {
+            if (t->state != SOP__TXN_ACTIVE)
+                continue;
+            for (sop__txstore *ts = t->stores; ts; ts = ts->next) {
+                if (ts->nactive == 0)
+                    continue;
+                uint8_t *p = sop__malloc(4 + SOP__STORE_NAME_MAX + 4 + ts->nactive * 16);
+                if (p == NULL)
+                    return sop__err_set(err, SOP_NOMEM, 0, "checkpoint: no memory");
+                size_t nl = strlen(ts->info.name), off = 0;
+                put32(p, (uint32_t)nl);
+                memcpy(p + 4, ts->info.name, nl);
+                off = 4 + nl;
+                put32(p + off, (uint32_t)ts->nactive);
+                memcpy(p + off + 4, ts->active, ts->nactive * 16);
+                sop_rc rc = sop__log_append(db->log, SOP__LOG_INTENT, t->id, 0, p,
+                                            off + 4 + ts->nactive * 16, err);
+                sop__free(p);
+                SOP__TRY(rc);
+            }
+        }
+        SOP__TRY(sop__log_sync(db->log, err));
+    }
+    return SOP_OK;
+}
+
+sop_rc sop__db_maybe_checkpoint(sop_db *db, sop_err *err)
+{
+    if (db->log == NULL || sop__log_used(db->log) < db->opts.checkpoint_bytes)
+        return SOP_OK;
+    return checkpoint_locked(db, err);
+}
+
+/* ---- prepared transactions ------------------------------------------- */
+
+sop_rc sop__db_prepared_path(const sop_db *db, const uint8_t txid[16], char *out, sop_err *err)
+{
+    char text[SOP__UUID_TEXT_LEN + 6];
+    sop__uuid_format(txid, text);
+    strcat(text, ".prep");
+    return path_join(out, err, db->txlog, text);
+}
+
+/* Reads a prepared file: owner, time and redo payload (from sop__malloc). */
+sop_rc sop__db_prepared_read(const char *path, sop_prepared_info *info, uint8_t **payload,
+                             size_t *len, sop_err *err);
+
+#define PREP_MAGIC "SOPPREP1"
+
+sop_rc sop__db_prepared_read(const char *path, sop_prepared_info *info, uint8_t **payload,
+                             size_t *len, sop_err *err)
+{
+    int fd;
+    SOP__TRY(sop__os_open(SOP__SITE_PREP_READ, path, O_RDONLY, 0, &fd, err));
+    struct stat st;
+    sop_rc rc = sop__os_fstat(SOP__SITE_PREP_READ, fd, &st, path, err);
+    uint8_t *buf = NULL;
+    size_t size = rc == SOP_OK ? (size_t)st.st_size : 0;
+    if (rc == SOP_OK && (size < 300 || size > ((size_t)1 << 32)))
+        rc = sop__err_set(err, SOP_CORRUPT, 0, "prepared transaction %s: bad size %zu", path, size);
+    if (rc == SOP_OK && (buf = sop__malloc(size)) == NULL)
+        rc = sop__err_set(err, SOP_NOMEM, 0, "prepared transaction %s: no memory", path);
+    size_t got = 0;
+    if (rc == SOP_OK)
+        rc = sop__os_pread_full(SOP__SITE_PREP_READ, fd, buf, size, 0, &got, path, err);
+    sop__os_close(SOP__SITE_PREP_READ, fd, path, NULL);
+    /* layout: magic 8, txid 16, prepared_ms 8, owner 256, payload length 8,
+     * payload, CRC-32C of everything before it */
+    if (rc == SOP_OK &&
+        (got != size || memcmp(buf, PREP_MAGIC, 8) != 0 ||
+         get32(buf + size - 4) != sop__crc32c(0, buf, size - 4) || get64(buf + 288) != size - 300))
+        rc = sop__err_set(err, SOP_CORRUPT, 0, "prepared transaction %s: bad contents", path);
+    if (rc == SOP_OK) {
+        memcpy(info->txid, buf + 8, 16);
+        info->prepared_ms = (int64_t)get64(buf + 24);
+        memcpy(info->owner, buf + 32, 256);
+        info->owner[255] = '\0';
+        *len = size - 300;
+        *payload = sop__malloc(*len ? *len : 1);
+        if (*payload == NULL)
+            rc = sop__err_set(err, SOP_NOMEM, 0, "prepared transaction %s: no memory", path);
+        else
+            memcpy(*payload, buf + 296, *len);
+    }
+    sop__free(buf);
+    return rc;
+}
+
+sop_rc sop__db_prepared_write(sop_db *db, const uint8_t txid[16], const char *owner,
+                              const uint8_t *payload, size_t len, sop_err *err);
+
+sop_rc sop__db_prepared_write(sop_db *db, const uint8_t txid[16], const char *owner,
+                              const uint8_t *payload, size_t len, sop_err *err)
+{
+    char path[SOP__PATH_MAX], tmp[SOP__PATH_MAX];
+    SOP__TRY(sop__db_prepared_path(db, txid, path, err));
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+        return sop__err_set(err, SOP_LIMIT, 0, "path too long");
+    size_t size = 300 + len;
+    uint8_t *buf = sop__calloc(1, size);
+    if (buf == NULL)
+        return sop__err_set(err, SOP_NOMEM, 0, "prepare: no memory");
+    memcpy(buf, PREP_MAGIC, 8);
+    memcpy(buf + 8, txid, 16);
+    put64(buf + 24, (uint64_t)sop__now_ms());
+    snprintf((char *)buf + 32, 256, "%s", owner ? owner : "");
+    put64(buf + 288, len);
+    memcpy(buf + 296, payload, len);
+    put32(buf + size - 4, sop__crc32c(0, buf, size - 4));
+    int fd;
+    sop_rc rc =
+        sop__os_open(SOP__SITE_PREP_WRITE, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600, &fd, err);
+    if (rc == SOP_OK) {
+        rc = sop__os_pwrite_all(SOP__SITE_PREP_WRITE, fd, buf, size, 0, tmp, err);
+        if (rc == SOP_OK)
+            rc = sop__os_fsync(SOP__SITE_PREP_WRITE, fd, tmp, err);
+        sop__os_close(SOP__SITE_PREP_WRITE, fd, tmp, NULL);
+    }
+    sop__free(buf);
+    if (rc == SOP_OK)
+        rc = sop__os_rename(SOP__SITE_PREP_WRITE, tmp, path, err);
+    if (rc == SOP_OK)
+        rc = sop__os_fsync_dir(SOP__SITE_PREP_WRITE, db->txlog, err);
+    if (rc != SOP_OK)
+        sop__os_unlink(SOP__SITE_PREP_REMOVE, tmp, NULL);
+    return rc;
+}
+
+/* Calls fn(path) for every prepared file. */
+static sop_rc each_prepared(sop_db *db, sop_rc (*fn)(void *ctx, const char *path), void *ctx,
+                            sop_err *err)
+{
+    sop__os_dir d;
+    SOP__TRY(sop__os_dir_open(SOP__SITE_PREP_READ, db->txlog, &d, err));
+    const char *name;
+    sop_rc rc;
+    while ((rc = sop__os_dir_next(&d, &name, err)) == SOP_OK) {
+        size_t n = strlen(name);
+        if (n != SOP__UUID_TEXT_LEN + 5 || strcmp(name + SOP__UUID_TEXT_LEN, ".prep") != 0)
+            continue;
+        char path[SOP__PATH_MAX];
+        if ((rc = path_join(path, err, db->txlog, name)) != SOP_OK)
+            break;
+        if ((rc = fn(ctx, path)) != SOP_OK)
+            break;
+    }
+    sop__os_dir_close(&d);
+    return rc == SOP_NOTFOUND ? SOP_OK : rc;
+}
+
+typedef struct claims_ctx {
+    sop_rc (*fn)(void *ctx, const char *store, const uint8_t lid[16]);
+    void *ctx;
+    sop_err *err;
+} claims_ctx;
+
+static sop_rc claims_one(void *ctx, const char *path)
+{
+    claims_ctx *c = ctx;
+    sop_prepared_info info;
+    uint8_t *payload;
+    size_t len;
+    sop_rc rc = sop__db_prepared_read(path, &info, &payload, &len, c->err);
+    if (rc == SOP_NOTFOUND)
+        return SOP_OK; /* decided meanwhile */
+    SOP__TRY(rc);
+    rc = sop__redo_claims(payload, len, c->fn, c->ctx, c->err);
+    sop__free(payload);
+    return rc;
+}
+
+sop_rc sop__db_prepared_claims(sop_db *db,
+                               sop_rc (*fn)(void *ctx, const char *store, const uint8_t lid[16]),
+                               void *ctx, sop_err *err)
+{
+    claims_ctx c = {fn, ctx, err};
+    return each_prepared(db, claims_one, &c, err);
+}
+
+typedef struct list_ctx {
+    void (*fn)(void *ctx, const sop_prepared_info *info);
+    void *ctx;
+    sop_err *err;
+} list_ctx;
+
+static sop_rc list_one(void *ctx, const char *path)
+{
+    list_ctx *c = ctx;
+    sop_prepared_info info;
+    uint8_t *payload;
+    size_t len;
+    sop_rc rc = sop__db_prepared_read(path, &info, &payload, &len, c->err);
+    if (rc == SOP_NOTFOUND)
+        return SOP_OK;
+    SOP__TRY(rc);
+    sop__free(payload);
+    c->fn(c->ctx, &info);
+    return SOP_OK;
+}
+
+sop_rc sop_db_list_prepared(sop_db *db, void (*fn)(void *ctx, const sop_prepared_info *info),
+                            void *ctx, sop_err *err)
+{
+    if (db == NULL || fn == NULL)
+        return sop__err_set(err, SOP_INVALID, 0, "sop_db_list_prepared: NULL argument");
+    list_ctx c = {fn, ctx, err};
+    return each_prepared(db, list_one, &c, err);
+}
+
+/* Decides a prepared transaction under the commit lock. */
+static sop_rc decide_prepared(sop_db *db, const uint8_t txid[16], bool commit, sop_err *err)
+{
+    char path[SOP__PATH_MAX];
+    SOP__TRY(sop__db_prepared_path(db, txid, path, err));
+    SOP__TRY(sop__db_lock(db, true, 0, err));
+    sop_rc rc = sop__db_recover_pending(db, err);
+    sop_prepared_info info;
+    uint8_t *payload = NULL;
+    size_t len = 0;
+    if (rc == SOP_OK)
+        rc = sop__db_prepared_read(path, &info, &payload, &len, err);
+    if (rc == SOP_NOTFOUND)
+        rc = sop__err_set(err, SOP_NOTFOUND, 0, "no prepared transaction with that ID");
+    uint64_t seq = 0;
+    if (rc == SOP_OK && commit) {
+        /* the decision is a COMMIT record in our own log; the prepared file
+         * goes only after it is durable */
+        rc = sop__db_next_seq(db, &seq, err);
+        if (rc == SOP_OK)
+            rc = sop__log_append(db->log, SOP__LOG_COMMIT, txid, seq, payload, len, err);
+        if (rc == SOP_OK)
+            rc = sop__log_sync(db->log, err);
+        if (rc == SOP_OK) {
+            db->log_max_seq = seq;
+            SOP__CRASH_POINT(PREP_COMMIT_LOGGED);
+            rc = sop__db_set_pending(db, seq, err);
+        }
+        if (rc == SOP_OK)
+            rc = sop__redo_apply(db, payload, len, false, err);
+        if (rc == SOP_OK)
+            rc = sop__db_clear_pending(db, err);
+    } else if (rc == SOP_OK) {
+        rc = sop__redo_discard(db, payload, len, err);
+    }
+    if (rc == SOP_OK) {
+        rc = sop__os_unlink(SOP__SITE_PREP_REMOVE, path, err);
+        if (rc == SOP_NOTFOUND)
+            rc = SOP_OK;
+        SOP__CRASH_POINT(PREP_FILE_REMOVED);
+    }
+    if (rc == SOP_OK)
+        rc = sop__db_maybe_checkpoint(db, err);
+    sop__free(payload);
+    sop__db_unlock(db);
+    return rc;
+}
+
+sop_rc sop_db_commit_prepared(sop_db *db, const uint8_t txid[SOP_ID_LEN], sop_err *err)
+{
+    if (db == NULL || txid == NULL)
+        return sop__err_set(err, SOP_INVALID, 0, "sop_db_commit_prepared: NULL argument");
+    return decide_prepared(db, txid, true, err);
+}
+
+sop_rc sop_db_rollback_prepared(sop_db *db, const uint8_t txid[SOP_ID_LEN], sop_err *err)
+{
+    if (db == NULL || txid == NULL)
+        return sop__err_set(err, SOP_INVALID, 0, "sop_db_rollback_prepared: NULL argument");
+    return decide_prepared(db, txid, false, err);
+}
+
+/* ---- recovery ---------------------------------------------------------- */
+
+typedef struct rec_commit {
+    uint64_t seq;
+    uint8_t txid[16];
+    uint8_t *payload; /* NULL: known to have committed, not to be redone */
+    size_t len;
+} rec_commit;
+
+typedef struct rec_intent {
+    uint8_t txid[16];
+    uint8_t *payload;
+    size_t len;
+} rec_intent;
+
+typedef struct rec_ctx {
+    rec_commit *commits;
+    size_t ncommits, capcommits;
+    rec_intent *intents;
+    size_t nintents, capintents;
+    uint64_t redo_above; /* redo COMMIT records with seq above this ... */
+    bool redo;           /* ... if at all */
+    uint64_t max_seq;
+    sop_err *err;
+} rec_ctx;
+
+static sop_rc grow(void **arr, size_t *cap, size_t n, size_t elem, sop_err *err)
+{
+    if (n < *cap)
+        return SOP_OK;
+    size_t c = *cap ? *cap * 2 : 16;
+    void *g = sop__realloc(*arr, c * elem);
+    if (g == NULL)
+        return sop__err_set(err, SOP_NOMEM, 0, "recovery: no memory");
+    *arr = g;
+    *cap = c;
+    return SOP_OK;
+}
+
+static sop_rc copy_payload(const sop__logrec *r, uint8_t **out, sop_err *err)
+{
+    *out = sop__malloc(r->len ? r->len : 1);
+    if (*out == NULL)
+        return sop__err_set(err, SOP_NOMEM, 0, "recovery: no memory for a %zu-byte record", r->len);
+    memcpy(*out, r->payload, r->len);
+    return SOP_OK;
+}
+
+static sop_rc collect(void *ctx, const sop__logrec *r)
+{
+    rec_ctx *c = ctx;
+    if (r->type == SOP__LOG_COMMIT) {
+        if (r->seq > c->max_seq)
+            c->max_seq = r->seq;
+        SOP__TRY(
+            grow((void **)&c->commits, &c->capcommits, c->ncommits, sizeof(rec_commit), c->err));
+        rec_commit *rc = &c->commits[c->ncommits];
+        memset(rc, 0, sizeof(*rc));
+        rc->seq = r->seq;
+        memcpy(rc->txid, r->txid, 16);
+        if (c->redo && r->seq > c->redo_above) {
+            SOP__TRY(copy_payload(r, &rc->payload, c->err));
+            rc->len = r->len;
+        }
+        c->ncommits++;
+    } else if (r->type == SOP__LOG_INTENT) {
+        SOP__TRY(
+            grow((void **)&c->intents, &c->capintents, c->nintents, sizeof(rec_intent), c->err));
+        rec_intent *ri = &c->intents[c->nintents];
+        memcpy(ri->txid, r->txid, 16);
+        SOP__TRY(copy_payload(r, &ri->payload, c->err));
+        ri->len = r->len;
+        c->nintents++;
+    }
+    return SOP_OK;
+}
+
+static int by_seq(const void *a, const void *b)
+{
+    const rec_commit *x = a, *y = b;
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static void rec_free(rec_ctx *c)
+{
+    for (size_t i = 0; i < c->ncommits; i++)
+        sop__free(c->commits[i].payload);
+    for (size_t i = 0; i < c->nintents; i++)
+        sop__free(c->intents[i].payload);
+    sop__free(c->commits);
+    sop__free(c->intents);
+}
+
+static bool committed_in(const rec_ctx *c, const uint8_t txid[16])
+{
+    for (size_t i = 0; i < c->ncommits; i++)
+        if (memcmp(c->commits[i].txid, txid, 16) == 0)
+            return true;
+    return false;
+}
+
+/* Removes the early-written values of transactions that never committed
+ * and are not prepared. An intent payload: name length u32, name, count
+ * u32, count x 16-byte IDs. */
+static sop_rc remove_orphans(sop_db *db, rec_ctx *c, sop_err *err)
+{
+    for (size_t i = 0; i < c->nintents; i++) {
+        rec_intent *ri = &c->intents[i];
+        if (committed_in(c, ri->txid))
+            continue;
+        char ppath[SOP__PATH_MAX];
+        struct stat st;
+        SOP__TRY(sop__db_prepared_path(db, ri->txid, ppath, err));
+        if (sop__os_stat(SOP__SITE_PREP_READ, ppath, &st, NULL) == SOP_OK)
+            continue; /* prepared: its coordinator decides */
+        rd r = {ri->payload, ri->len, 0, false};
+        uint32_t nl = take32(&r);
+        const uint8_t *name = take(&r, nl);
+        uint32_t n = take32(&r);
+        if (r.bad || nl == 0 || nl > SOP__STORE_NAME_MAX || n > (ri->len - r.off) / 16)
+            return redo_bad(err, r.off);
+        char sname[SOP__STORE_NAME_MAX + 1];
+        memcpy(sname, name, nl);
+        sname[nl] = '\0';
+        if (!sop__store_name_valid(sname))
+            return redo_bad(err, 4);
+        sop__storeinfo probe;
+        sop_rc rc = sop__repo_read(db->dir, sname, &probe, err);
+        if (rc == SOP_NOTFOUND)
+            continue; /* the store itself never came to be */
+        SOP__TRY(rc);
+        sop__dbstore *st2;
+        SOP__TRY(sop__db_store(db, sname, &st2, err));
+        for (uint32_t k = 0; k < n; k++)
+            SOP__TRY(sop__blob_remove(st2->blobs, take(&r, 16), err));
+    }
+    return SOP_OK;
+}
+
+static bool is_log_name(const char *name)
+{
+    size_t n = strlen(name);
+    return n == SOP__UUID_TEXT_LEN + 4 && strcmp(name + SOP__UUID_TEXT_LEN, ".log") == 0;
+}
+
+typedef struct seek_ctx {
+    uint64_t seq;
+    uint8_t *payload;
+    size_t len;
+    sop_err *err;
+} seek_ctx;
+
+static sop_rc seek_seq(void *ctx, const sop__logrec *r)
+{
+    seek_ctx *s = ctx;
+    if (r->type != SOP__LOG_COMMIT || r->seq != s->seq || s->payload)
+        return SOP_OK;
+    SOP__TRY(copy_payload(r, &s->payload, s->err));
+    s->len = r->len;
+    return SOP_OK;
+}
+
+/*
+ * Under the commit lock: if a commit was left half applied (its committer
+ * died, or its phase 2 failed), redo it from its committer's log - read
+ * without claiming it, the owner may be alive - and clear the marker.
+ */
+static sop_rc redo_pending(sop_db *db, sop_err *err)
+{
+    lockstate s;
+    SOP__TRY(state_read(db, &s, err));
+    if (!s.pending)
+        return SOP_OK;
+    char text[SOP__UUID_TEXT_LEN + 5], path[SOP__PATH_MAX];
+    sop__uuid_format(s.owner, text);
+    strcat(text, ".log");
+    SOP__TRY(path_join(path, err, db->txlog, text));
+    int fd;
+    sop_rc rc = sop__os_open(SOP__SITE_LOG_READ, path, O_RDONLY, 0, &fd, err);
+    seek_ctx k = {s.pending_seq, NULL, 0, err};
+    if (rc == SOP_OK) {
+        rc = sop__log_scan(fd, path, seek_seq, &k, err);
+        sop__os_close(SOP__SITE_LOG_READ, fd, path, NULL);
+    }
+    if (rc == SOP_NOTFOUND)
+        rc = SOP_OK; /* its log is gone: a recovery already redid it */
+    if (rc == SOP_OK && k.payload)
+        rc = sop__redo_apply(db, k.payload, k.len, true, err);
+    sop__free(k.payload);
+    if (rc == SOP_OK)
+        rc = sop__db_clear_pending(db, err);
+    return rc;
+}
+
+sop_rc sop__db_recover_pending(sop_db *db, sop_err *err)
+{
+    return redo_pending(db, err);
+}
+
+/*
+ * Under the commit lock: take over the logs of dead processes. With
+ * `full` (no other process has the database open) every COMMIT record
+ * above the checkpoint is redone, in sequence order - after a machine
+ * crash the files they wrote may not have reached the disk. Otherwise
+ * (others alive) their records were applied already (a half-applied one is
+ * redo_pending's) and redoing them could undo newer commits. Either way the
+ * early-written values of transactions that never committed are removed,
+ * everything is synced, and the dead logs are deleted.
+ */
+static sop_rc recover_dead_logs(sop_db *db, bool full, sop_err *err)
+{
+    uint64_t gen, ckpt;
+    SOP__TRY(ckpt_read(db, &gen, &ckpt, err));
+    rec_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.redo_above = ckpt;
+    c.redo = full;
+    c.err = err;
+    char **dead = NULL;
+    int *dead_fds = NULL;
+    size_t ndead = 0, capdead = 0, capfds = 0;
+
+    sop__os_dir d;
+    sop_rc rc = sop__os_dir_open(SOP__SITE_LOG_READ, db->txlog, &d, err);
+    if (rc != SOP_OK)
+        return rc;
+    const char *name;
+    while ((rc = sop__os_dir_next(&d, &name, err)) == SOP_OK) {
+        if (!is_log_name(name))
+            continue;
+        char path[SOP__PATH_MAX];
+        if ((rc = path_join(path, err, db->txlog, name)) != SOP_OK)
+            break;
+        if (db->log && strcmp(path, sop__log_path(db->log)) == 0)
+            continue;
+        int fd;
+        rc = sop__log_claim(path, &fd, err);
+        if (rc == SOP_LOCKED || rc == SOP_NOTFOUND) {
+            rc = SOP_OK;
+            continue; /* its owner is alive (or it just went) */
+        }
+        if (rc != SOP_OK)
+            break;
+        rc = sop__log_scan(fd, path, collect, &c, err);
+        if (rc == SOP_OK)
+            rc = grow((void **)&dead, &capdead, ndead, sizeof(char *), err);
+        if (rc == SOP_OK)
+            rc = grow((void **)&dead_fds, &capfds, ndead, sizeof(int), err);
+        char *copy = rc == SOP_OK ? sop__malloc(strlen(path) + 1) : NULL;
+        if (rc == SOP_OK && copy == NULL)
+            rc = sop__err_set(err, SOP_NOMEM, 0, "recovery: no memory");
+        if (rc != SOP_OK) {
+            sop__os_close(SOP__SITE_LOG_READ, fd, path, NULL);
+            break;
+        }
+        strcpy(copy, path);
+        dead[ndead] = copy;
+        dead_fds[ndead++] = fd; /* keep the claim until the log is gone */
+    }
+    sop__os_dir_close(&d);
+    if (rc == SOP_NOTFOUND)
+        rc = SOP_OK;
+
+    if (rc == SOP_OK) {
+        qsort(c.commits, c.ncommits, sizeof(*c.commits), by_seq);
+        for (size_t i = 0; i < c.ncommits && rc == SOP_OK; i++) {
+            if (c.commits[i].payload == NULL)
+                continue;
+            rc = sop__redo_apply(db, c.commits[i].payload, c.commits[i].len, true, err);
+            /* a prepared file whose COMMIT record exists was decided */
+            char ppath[SOP__PATH_MAX];
+            if (rc == SOP_OK && sop__db_prepared_path(db, c.commits[i].txid, ppath, err) == SOP_OK)
+                sop__os_unlink(SOP__SITE_PREP_REMOVE, ppath, NULL);
+        }
+        if (rc == SOP_OK && ndead > 0)
+            SOP__CRASH_POINT(REC_LOG_REDONE);
+    }
+    if (rc == SOP_OK)
+        rc = remove_orphans(db, &c, err);
+    if (rc == SOP_OK && c.nintents > 0)
+        SOP__CRASH_POINT(REC_ORPHANS_REMOVED);
+    /* make the redone work durable before the logs that hold it go */
+    if (rc == SOP_OK && ndead > 0) {
+        lockstate s;
+        rc = state_read(db, &s, err);
+        if (rc == SOP_OK && c.max_seq > s.seq) {
+            s.seq = c.max_seq;
+            rc = state_write(db, &s, err);
+        }
+        if (rc == SOP_OK)
+            rc = checkpoint_locked(db, err);
+    }
+    for (size_t i = 0; i < ndead; i++) {
+        if (rc == SOP_OK)
+            sop__os_unlink(SOP__SITE_LOG_READ, dead[i], NULL);
+        sop__os_close(SOP__SITE_LOG_READ, dead_fds[i], dead[i], NULL);
+        sop__free(dead[i]);
+    }
+    sop__free(dead);
+    sop__free(dead_fds);
+    rec_free(&c);
+    return rc;
+}
+
+static sop_rc all_others_gone(sop_db *db, bool *gone, sop_err *err)
+{
+    /* a live process holds the lock of its log */
+    *gone = true;
+    sop__os_dir d;
+    SOP__TRY(sop__os_dir_open(SOP__SITE_LOG_READ, db->txlog, &d, err));
+    const char *name;
+    sop_rc rc;
+    while ((rc = sop__os_dir_next(&d, &name, err)) == SOP_OK) {
+        if (!is_log_name(name))
+            continue;
+        char path[SOP__PATH_MAX];
+        if ((rc = path_join(path, err, db->txlog, name)) != SOP_OK)
+            break;
+        if (db->log && strcmp(path, sop__log_path(db->log)) == 0)
+            continue;
+        int fd;
+        sop_rc crc = sop__log_claim(path, &fd, NULL);
+        if (crc == SOP_LOCKED)
+            *gone = false;
+        else if (crc == SOP_OK)
+            sop__os_close(SOP__SITE_LOG_READ, fd, path, NULL);
+    }
+    sop__os_dir_close(&d);
+    return rc == SOP_NOTFOUND ? SOP_OK : rc;
+}
+
+sop_rc sop_db_recover(sop_db *db, sop_err *err)
+{
+    if (db == NULL)
+        return sop__err_set(err, SOP_INVALID, 0, "sop_db_recover: NULL database");
+    SOP__TRY(sop__db_lock(db, true, 0, err));
+    bool gone;
+    sop_rc rc = all_others_gone(db, &gone, err);
+    if (rc == SOP_OK)
+        rc = redo_pending(db, err);
+    if (rc == SOP_OK)
+        rc = recover_dead_logs(db, gone, err);
+    sop__db_unlock(db);
+    return rc;
+}
+
+/* ---- open and close ------------------------------------------------------ */
+
+sop_rc sop_db_open(const char *dir, const sop_db_options *opts, sop_db **out, sop_err *err)
+{
+    if (dir == NULL || out == NULL)
+        return sop__err_set(err, SOP_INVALID, 0, "sop_db_open: NULL argument");
+    sop_db *db = sop__calloc(1, sizeof(*db));
+    if (db == NULL)
+        return sop__err_set(err, SOP_NOMEM, 0, "sop_db_open: no memory");
+    db->lock_fd = -1;
+    db->dir_fd = -1;
+    sop_db_options_init(&db->opts);
+    if (opts) {
+        db->opts = *opts;
+        if (db->opts.lock_timeout_ms == 0)
+            db->opts.lock_timeout_ms = 30000;
+        if (db->opts.checkpoint_bytes == 0)
+            db->opts.checkpoint_bytes = 16u << 20;
+    }
+    sop_rc rc = SOP_OK;
+    if (snprintf(db->dir, sizeof(db->dir), "%s", dir) >= (int)sizeof(db->dir))
+        rc = sop__err_set(err, SOP_LIMIT, 0, "database path too long");
+    if (rc == SOP_OK)
+        rc = read_header(dir, &db->hash_mod, err);
+    if (rc == SOP_OK)
+        rc = path_join(db->txlog, err, dir, "txlog");
+    if (rc == SOP_OK)
+        rc = mkdir_p1(SOP__SITE_DB_LOCK, db->txlog, err);
+    char lockpath[SOP__PATH_MAX];
+    if (rc == SOP_OK)
+        rc = path_join(lockpath, err, dir, "lock");
+    if (rc == SOP_OK)
+        rc = sop__os_open(SOP__SITE_DB_LOCK, lockpath, O_RDWR | O_CREAT, 0600, &db->lock_fd, err);
+    if (rc == SOP_OK)
+        rc = sop__os_open(SOP__SITE_DB_LOCK, dir, O_RDONLY | O_DIRECTORY, 0, &db->dir_fd, err);
+    if (rc == SOP_OK)
+        rc = sop_db_recover(db, err);
+    if (rc == SOP_OK)
+        rc = sop__log_create(db->txlog, 4u << 20, &db->log, err);
+    if (rc != SOP_OK) {
+        sop_db_close(db);
+        return rc;
+    }
+    *out = db;
+    return SOP_OK;
+}
+
+uint32_t sop_db_hash_mod(const sop_db *db)
+{
+    return db ? db->hash_mod : 0;
+}
+
+void sop_db_close(sop_db *db)
+{
+    if (db == NULL)
+        return;
+    while (db->txns)
+        sop_txn_free(db->txns);
+    bool clean = false;
+    if (db->log) {
+        /* a clean close: checkpoint so our log can go */
+        if (sop__log_used(db->log) == 0) {
+            clean = true;
+        } else if (sop__db_lock(db, true, 0, NULL) == SOP_OK) {
+            clean = checkpoint_locked(db, NULL) == SOP_OK;
+            sop__db_unlock(db);
+        }
+        sop__log_close(db->log, clean);
+    }
+    forget_all_stores(db);
+    sop__free(db->stores);
+    if (db->lock_fd >= 0)
+        sop__os_close(SOP__SITE_DB_LOCK, db->lock_fd, "lock file", NULL);
+    if (db->dir_fd >= 0)
+        sop__os_close(SOP__SITE_DB_LOCK, db->dir_fd, db->dir, NULL);
+    sop__free(db);
+}

@@ -1,0 +1,204 @@
+/*
+ * txn.h - databases, transactions and the stores opened in them: the
+ * structures db.c, txn.c and api.c share (docs/commit.md, docs/recovery.md).
+ *
+ * Invariants:
+ *  1. A sop_db and everything opened from it (transactions, trees, cursors)
+ *     is used by one thread at a time; open the database once per thread
+ *     for parallelism. Processes coordinate through the database's lock
+ *     file (OFD locks) and their logs.
+ *  2. A write transaction changes nothing on disk before its commit point,
+ *     except actively persisted values, which are announced first by an
+ *     INTENT record in the log (so recovery can remove them if the
+ *     transaction never commits).
+ *  3. The commit point is the fdatasync of the COMMIT record; phase 2 only
+ *     replays that record (sop__redo_apply), which recovery can repeat.
+ *  4. Every COMMIT record carries a sequence number taken under the commit
+ *     lock; recovery replays records in that order.
+ */
+#ifndef SOP_TXN_H
+#define SOP_TXN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "blob.h"
+#include "btree.h"
+#include "codec.h"
+#include "idmap.h"
+#include "memrepo.h"
+#include "registry.h"
+#include "repo.h"
+#include "sop.h"
+#include "txnlog.h"
+
+/* ---- databases ---- */
+
+typedef struct sop__dbstore {
+    char name[SOP__STORE_NAME_MAX + 1];
+    sop__registry *reg;
+    sop__blobstore *blobs;
+} sop__dbstore;
+
+struct sop_db {
+    char dir[SOP__PATH_MAX];
+    char txlog[SOP__PATH_MAX];
+    sop_db_options opts;
+    uint32_t hash_mod;
+    int lock_fd;
+    int dir_fd;  /* for syncfs */
+    bool locked; /* this handle holds the commit lock */
+    sop__log *log;
+    uint64_t log_max_seq; /* highest seq in our log since its last reset */
+    sop__dbstore *stores;
+    size_t nstores, capstores;
+    struct sop_txn *txns; /* open transactions (their intents survive log resets) */
+};
+
+/* Store handles (registry, blobs), cached per database handle. */
+sop_rc sop__db_store(sop_db *db, const char *name, sop__dbstore **out, sop_err *err);
+/* Forgets a store's handles (it was dropped). */
+void sop__db_forget_store(sop_db *db, const char *name);
+
+/* The commit lock (exclusive) or the read-validation lock (shared), with
+ * the database's lock timeout; and its release. */
+sop_rc sop__db_lock(sop_db *db, bool exclusive, int64_t deadline_ms, sop_err *err);
+void sop__db_unlock(sop_db *db);
+/* Under the commit lock: the next commit sequence number, and the marker
+ * that says a commit of this process is being applied (so that whoever
+ * takes the lock after a crash redoes it). */
+sop_rc sop__db_next_seq(sop_db *db, uint64_t *seq, sop_err *err);
+sop_rc sop__db_set_pending(sop_db *db, uint64_t seq, sop_err *err);
+sop_rc sop__db_clear_pending(sop_db *db, sop_err *err);
+/* Under the commit lock: recover a commit a dead process left half applied. */
+sop_rc sop__db_recover_pending(sop_db *db, sop_err *err);
+/* After a commit: checkpoint when the log has grown past the threshold. */
+sop_rc sop__db_maybe_checkpoint(sop_db *db, sop_err *err);
+
+/* Prepared transactions: <txlog>/<txid>.prep */
+sop_rc sop__db_prepared_path(const sop_db *db, const uint8_t txid[16], char *out, sop_err *err);
+/* Every node claimed by a prepared transaction of this store: fn(lid). */
+sop_rc sop__db_prepared_claims(sop_db *db,
+                               sop_rc (*fn)(void *ctx, const char *store, const uint8_t lid[16]),
+                               void *ctx, sop_err *err);
+
+/* ---- the redo payload (COMMIT records and prepared files) ---- */
+
+/* Applies a redo payload: creates/drops stores, writes blobs, updates
+ * registries and store states, removes obsolete blobs. Idempotent.
+ * recovering: registry blocks with bad checksums are repaired (REPAIR). */
+sop_rc sop__redo_apply(sop_db *db, const uint8_t *payload, size_t len, bool recovering,
+                       sop_err *err);
+/* Calls fn for every (store, lid) whose handle the payload changes. */
+sop_rc sop__redo_claims(const uint8_t *payload, size_t len,
+                        sop_rc (*fn)(void *ctx, const char *store, const uint8_t lid[16]),
+                        void *ctx, sop_err *err);
+/* Removes the blobs a payload would have written or had written early
+ * (actively persisted values): the rollback of a prepared transaction. */
+sop_rc sop__redo_discard(sop_db *db, const uint8_t *payload, size_t len, sop_err *err);
+
+/* ---- stores opened in a transaction ---- */
+
+typedef enum sop__txnode_state {
+    SOP__TXN_READ,   /* read: validated at commit */
+    SOP__TXN_DIRTY,  /* read, then changed: a new body at commit */
+    SOP__TXN_NEW,    /* created by this transaction */
+    SOP__TXN_REMOVED /* read, then dropped by the tree */
+} sop__txnode_state;
+
+typedef struct sop__txnode {
+    sop__node *node;
+    sop__handle h; /* as read (zero for new nodes) */
+    sop__txnode_state state;
+    uint8_t newphys[16]; /* phase 1: where the new body goes */
+} sop__txnode;
+
+/* A value kept outside the node (separate / active placement): the item's
+ * value in the node is this 24-byte reference. */
+#define SOP__VALREF_SIZE 24
+
+typedef struct sop__txstore sop__txstore;
+
+/* The public tree handle: in memory, or a store in a transaction. */
+struct sop_btree {
+    sop__btree core;
+    sop__memrepo mem; /* memory trees only */
+    sop__cursor cur;  /* for the tree-level calls */
+    sop__txstore *ts; /* NULL: memory tree */
+};
+
+typedef struct sop__pending_value {
+    uint8_t id[16];
+    uint8_t *data;
+    size_t len;
+} sop__pending_value;
+
+struct sop__txstore {
+    struct sop_btree bt;
+    struct sop_txn *txn;
+    sop__storeinfo info; /* as read when opened (or as created) */
+    uint64_t count_at_open;
+    bool created, dropped;
+    sop__idmap nodes; /* lid -> sop__txnode */
+    /* separately stored values written by this transaction */
+    sop__pending_value *pending;
+    size_t npending, cappending;
+    uint8_t (*dead)[16]; /* value blobs to remove when the transaction commits */
+    size_t ndead, capdead;
+    uint8_t (*active)[16]; /* value blobs already written (active placement) */
+    size_t nactive, capactive;
+    uint8_t *vbuf; /* the last value read from a blob (sop_item points here) */
+    struct sop__txstore *next;
+};
+
+typedef enum sop__txn_state {
+    SOP__TXN_ACTIVE,
+    SOP__TXN_PHASE1_DONE,
+    SOP__TXN_PREPARED,
+    SOP__TXN_COMMITTED,
+    SOP__TXN_ROLLED_BACK
+} sop__txn_state;
+
+struct sop_txn {
+    sop_db *db;
+    sop_txn_mode mode;
+    sop__txn_state state;
+    bool poisoned;
+    int64_t deadline_ms;
+    uint8_t id[16];
+    sop__txstore *stores;
+    uint8_t *redo; /* built by phase 1 */
+    size_t redo_len;
+    uint64_t seq;
+    struct sop_txn *next_open;
+};
+
+/* Opening, creating and dropping stores in a transaction (api.c wraps). */
+sop_rc sop__txn_store_open(sop_txn *t, const char *name, sop__txstore **out, sop_err *err);
+sop_rc sop__txn_store_create(sop_txn *t, const char *name, const sop_store_options *o,
+                             sop__txstore **out, sop_err *err);
+sop_rc sop__txn_store_drop(sop_txn *t, const char *name, sop_err *err);
+/* Refuses writes outside an active write transaction. */
+sop_rc sop__txn_check_write(const sop__txstore *ts, sop_err *err);
+sop_rc sop__txn_check_active(const sop_txn *t, sop_err *err);
+
+/* Values of separate/active stores. */
+bool sop__txstore_refs_values(const sop__txstore *ts);
+/* Stores a value and returns the reference to put in the node. */
+sop_rc sop__txstore_value_put(sop__txstore *ts, const void *val, size_t len,
+                              uint8_t ref[SOP__VALREF_SIZE], sop_err *err);
+/* The value a reference names (valid until the next call on this store). */
+sop_rc sop__txstore_value_get(sop__txstore *ts, const uint8_t *ref, size_t reflen,
+                              const uint8_t **val, size_t *len, sop_err *err);
+/* The value a reference names is no longer used once this commits. */
+sop_rc sop__txstore_value_drop(sop__txstore *ts, const uint8_t *ref, size_t reflen, sop_err *err);
+
+/* Marks the transaction unusable after a failed change. */
+void sop__txn_poison(sop_txn *t);
+
+/* The transactional node repository. */
+extern const sop__repo_ops sop__txrepo_ops;
+
+int64_t sop__now_ms(void);
+
+#endif
