@@ -357,7 +357,9 @@ SOP_API sop_rc sop_txn_phase2(sop_txn *t, sop_err *err);
 /* Discards the transaction's changes. Legal in any state before phase 1
  * succeeded; a no-op after rollback. */
 SOP_API sop_rc sop_txn_rollback(sop_txn *t, sop_err *err);
-/* Ends a transaction handle: rolls back if still active, frees its stores. */
+/* Ends a transaction handle: rolls back if still active, frees its
+ * stores' trees. Close their cursors first. (Between commit/rollback and this call,
+ * calls on its trees and cursors return SOP_INVALID.) */
 SOP_API void sop_txn_free(sop_txn *t);
 SOP_API void sop_txn_id(const sop_txn *t, uint8_t txid[SOP_ID_LEN]);
 

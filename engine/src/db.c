@@ -642,6 +642,29 @@ sop_rc sop__redo_apply(sop_db *db, const uint8_t *payload, size_t len, bool reco
     return SOP_OK;
 }
 
+sop_rc sop__redo_check(const uint8_t *payload, size_t len, sop_err *err)
+{
+    rd r;
+    uint32_t n, left;
+    SOP__TRY(redo_open(payload, len, &r, &n, err));
+    redo_store s;
+    sop_rc rc;
+    for (left = n; (rc = redo_next(&r, &left, &s, err)) == SOP_OK;) {
+        rd b = {s.blobs, s.blobs_len, 0, false};
+        for (uint32_t i = 0; i < s.nblobs && !b.bad; i++) {
+            take(&b, 16);
+            take(&b, take32(&b));
+        }
+        if (b.bad)
+            return redo_bad(err, r.off);
+    }
+    if (rc != SOP_NOTFOUND)
+        return rc;
+    if (r.off != len)
+        return redo_bad(err, r.off); /* trailing bytes */
+    return SOP_OK;
+}
+
 sop_rc sop__redo_claims(const uint8_t *payload, size_t len,
                         sop_rc (*fn)(void *ctx, const char *store, const uint8_t lid[16]),
                         void *ctx, sop_err *err)
@@ -743,10 +766,6 @@ sop_rc sop__db_prepared_path(const sop_db *db, const uint8_t txid[16], char *out
     return path_join(out, err, db->txlog, text);
 }
 
-/* Reads a prepared file: owner, time and redo payload (from sop__malloc). */
-sop_rc sop__db_prepared_read(const char *path, sop_prepared_info *info, uint8_t **payload,
-                             size_t *len, sop_err *err);
-
 #define PREP_MAGIC "SOPPREP1"
 
 sop_rc sop__db_prepared_read(const char *path, sop_prepared_info *info, uint8_t **payload,
@@ -778,6 +797,11 @@ sop_rc sop__db_prepared_read(const char *path, sop_prepared_info *info, uint8_t 
         memcpy(info->owner, buf + 32, 256);
         info->owner[255] = '\0';
         *len = size - 300;
+        rc = sop__redo_check(buf + 296, *len, err);
+        if (rc != SOP_OK)
+            sop__err_prefix(err, "prepared transaction %s", path);
+    }
+    if (rc == SOP_OK) {
         *payload = sop__malloc(*len ? *len : 1);
         if (*payload == NULL)
             rc = sop__err_set(err, SOP_NOMEM, 0, "prepared transaction %s: no memory", path);
@@ -787,9 +811,6 @@ sop_rc sop__db_prepared_read(const char *path, sop_prepared_info *info, uint8_t 
     sop__free(buf);
     return rc;
 }
-
-sop_rc sop__db_prepared_write(sop_db *db, const uint8_t txid[16], const char *owner,
-                              const uint8_t *payload, size_t len, sop_err *err);
 
 sop_rc sop__db_prepared_write(sop_db *db, const uint8_t txid[16], const char *owner,
                               const uint8_t *payload, size_t len, sop_err *err)
@@ -1235,7 +1256,8 @@ static sop_rc recover_dead_logs(sop_db *db, bool full, sop_err *err)
         rc = SOP_OK;
 
     if (rc == SOP_OK) {
-        qsort(c.commits, c.ncommits, sizeof(*c.commits), by_seq);
+        if (c.ncommits > 1)
+            qsort(c.commits, c.ncommits, sizeof(*c.commits), by_seq);
         for (size_t i = 0; i < c.ncommits && rc == SOP_OK; i++) {
             if (c.commits[i].payload == NULL)
                 continue;

@@ -294,7 +294,8 @@ sop_rc sop__repo_list(const char *db, char ***names, size_t *n, sop_err *err)
         sop__repo_list_free(list, count);
         return rc;
     }
-    qsort(list, count, sizeof(char *), cmp_names);
+    if (count > 1)
+        qsort(list, count, sizeof(char *), cmp_names);
     *names = list;
     *n = count;
     return SOP_OK;

@@ -25,10 +25,6 @@
 #define DEFAULT_DURATION_MS (15 * 60 * 1000)
 #define MAX_DURATION_MS     (60 * 60 * 1000)
 
-/* Defined in db.c. */
-sop_rc sop__db_prepared_write(sop_db *db, const uint8_t txid[16], const char *owner,
-                              const uint8_t *payload, size_t len, sop_err *err);
-
 /* ---- a growable byte buffer for the redo record ---------------------- */
 
 typedef struct buf {
@@ -151,9 +147,16 @@ sop_rc sop__txn_check_write(const sop__txstore *ts, sop_err *err)
     return SOP_OK;
 }
 
-static void txstore_free(sop__txstore *ts)
+/* Drops what a store holds for the transaction (nodes, values) but keeps
+ * the tree handle, so calls after the transaction ended get SOP_INVALID
+ * instead of touching freed memory. Cursors lose their place. */
+static void txstore_clear(sop__txstore *ts)
 {
-    sop__cursor_fini(&ts->bt.cur);
+    for (sop__cursor *c = ts->bt.core.cursors; c; c = c->next_cursor) {
+        c->live = false;
+        c->state = SOP__CUR_NONE;
+        c->depth = 0;
+    }
     sop__idmap_slot *slot;
     for (size_t pos = 0; (pos = sop__idmap_next(&ts->nodes, pos, &slot)) != 0;) {
         sop__txnode *tn = slot->val;
@@ -164,20 +167,30 @@ static void txstore_free(sop__txstore *ts)
     for (size_t i = 0; i < ts->npending; i++)
         sop__free(ts->pending[i].data);
     sop__free(ts->pending);
+    ts->pending = NULL;
+    ts->npending = ts->cappending = 0;
     sop__free(ts->dead);
+    ts->dead = NULL;
+    ts->ndead = ts->capdead = 0;
     sop__free(ts->active);
+    ts->active = NULL;
+    ts->nactive = ts->capactive = 0;
     sop__free(ts->vbuf);
+    ts->vbuf = NULL;
+}
+
+static void txstore_free(sop__txstore *ts)
+{
+    txstore_clear(ts);
+    sop__cursor_fini(&ts->bt.cur);
     sop__free(ts);
 }
 
-/* Forgets everything the transaction holds (not its handle). */
+/* Forgets everything the transaction holds but the store handles. */
 static void release(sop_txn *t)
 {
-    while (t->stores) {
-        sop__txstore *ts = t->stores;
-        t->stores = ts->next;
-        txstore_free(ts);
-    }
+    for (sop__txstore *ts = t->stores; ts; ts = ts->next)
+        txstore_clear(ts);
     sop__free(t->redo);
     t->redo = NULL;
     t->redo_len = 0;
@@ -236,6 +249,11 @@ void sop_txn_free(sop_txn *t)
     else if (t->state == SOP__TXN_PHASE1_DONE)
         sop_txn_phase2(t, NULL); /* committed: finish it (recovery would anyway) */
     release(t);
+    while (t->stores) {
+        sop__txstore *ts = t->stores;
+        t->stores = ts->next;
+        txstore_free(ts);
+    }
     sop__free(t);
 }
 

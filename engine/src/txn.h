@@ -77,6 +77,12 @@ sop_rc sop__db_maybe_checkpoint(sop_db *db, sop_err *err);
 
 /* Prepared transactions: <txlog>/<txid>.prep */
 sop_rc sop__db_prepared_path(const sop_db *db, const uint8_t txid[16], char *out, sop_err *err);
+/* Reads a prepared file: its info and redo payload (from sop__malloc). */
+sop_rc sop__db_prepared_read(const char *path, sop_prepared_info *info, uint8_t **payload,
+                             size_t *len, sop_err *err);
+/* Writes one durably (temporary name, fsync, rename, folder fsync). */
+sop_rc sop__db_prepared_write(sop_db *db, const uint8_t txid[16], const char *owner,
+                              const uint8_t *payload, size_t len, sop_err *err);
 /* Every node claimed by a prepared transaction of this store: fn(lid). */
 sop_rc sop__db_prepared_claims(sop_db *db,
                                sop_rc (*fn)(void *ctx, const char *store, const uint8_t lid[16]),
@@ -89,6 +95,9 @@ sop_rc sop__db_prepared_claims(sop_db *db,
  * recovering: registry blocks with bad checksums are repaired (REPAIR). */
 sop_rc sop__redo_apply(sop_db *db, const uint8_t *payload, size_t len, bool recovering,
                        sop_err *err);
+/* Parses a whole payload without applying it: SOP_OK or SOP_CORRUPT with
+ * the offset (for the fuzz target and for reading prepared files). */
+sop_rc sop__redo_check(const uint8_t *payload, size_t len, sop_err *err);
 /* Calls fn for every (store, lid) whose handle the payload changes. */
 sop_rc sop__redo_claims(const uint8_t *payload, size_t len,
                         sop_rc (*fn)(void *ctx, const char *store, const uint8_t lid[16]),
