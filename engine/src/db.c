@@ -1220,6 +1220,18 @@ static sop_rc recover_dead_logs(sop_db *db, bool full, sop_err *err)
         return rc;
     const char *name;
     while ((rc = sop__os_dir_next(&d, &name, err)) == SOP_OK) {
+        size_t nlen = strlen(name);
+        if (nlen == SOP__UUID_TEXT_LEN + 8 && strcmp(name + SOP__UUID_TEXT_LEN, ".log.new") == 0) {
+            /* a log whose creator died before renaming it into place */
+            char npath[SOP__PATH_MAX];
+            int nfd;
+            if (path_join(npath, err, db->txlog, name) == SOP_OK &&
+                sop__log_claim(npath, &nfd, NULL) == SOP_OK) {
+                sop__os_unlink(SOP__SITE_LOG_READ, npath, NULL);
+                sop__os_close(SOP__SITE_LOG_READ, nfd, npath, NULL);
+            }
+            continue;
+        }
         if (!is_log_name(name))
             continue;
         char path[SOP__PATH_MAX];

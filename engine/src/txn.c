@@ -1007,7 +1007,7 @@ sop_rc sop_txn_phase1(sop_txn *t, sop_err *err)
          * count later: retract it. If even that fails the outcome is
          * unknown until recovery, and the log refuses further commits. */
         sop_err rerr;
-        if (0 && sop__log_retract(db->log, &rerr) != SOP_OK)
+        if (sop__log_retract(db->log, &rerr) != SOP_OK)
             sop__err_prefix(err, "commit outcome unknown until the database is recovered");
         sop__db_clear_pending(db, NULL);
         sop__db_unlock(db);

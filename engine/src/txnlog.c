@@ -95,20 +95,23 @@ sop_rc sop__log_create(const char *dir, uint64_t prealloc, sop__log **out, sop_e
     sop__uuid_format(l->owner, text);
     int n = snprintf(l->path, sizeof(l->path), "%s/%s.log", dir, text);
     sop_rc rc = SOP_OK;
-    if (n < 0 || (size_t)n >= sizeof(l->path))
+    char tmp[sizeof(l->path) + 8];
+    if (n < 0 || (size_t)n + 5 >= sizeof(l->path))
         rc = sop__err_set(err, SOP_LIMIT, 0, "log: path under %s too long", dir);
+    /* Created, locked and initialised under a name recovery ignores, then
+     * renamed into place: a log is never visible unlocked, so no other
+     * process can take it for a dead one's (the lock survives the rename). */
+    snprintf(tmp, sizeof(tmp), "%s.new", l->path);
     if (rc == SOP_OK)
-        rc =
-            sop__os_open(SOP__SITE_LOG_OPEN, l->path, O_RDWR | O_CREAT | O_EXCL, 0600, &l->fd, err);
+        rc = sop__os_open(SOP__SITE_LOG_OPEN, tmp, O_RDWR | O_CREAT | O_EXCL, 0600, &l->fd, err);
     if (rc == SOP_OK)
-        rc = sop__os_lock(SOP__SITE_LOG_OPEN, l->fd, SOP__OS_LOCK_EXCLUSIVE, 0, 1, false, l->path,
-                          err);
+        rc = sop__os_lock(SOP__SITE_LOG_OPEN, l->fd, SOP__OS_LOCK_EXCLUSIVE, 0, 1, false, tmp, err);
     if (prealloc < SOP__LOG_HEADER * 2)
         prealloc = SOP__LOG_HEADER * 2;
     if (rc == SOP_OK) {
-        rc = sop__os_fallocate(SOP__SITE_LOG_OPEN, l->fd, 0, 0, prealloc, l->path, err);
+        rc = sop__os_fallocate(SOP__SITE_LOG_OPEN, l->fd, 0, 0, prealloc, tmp, err);
         if (rc == SOP_UNSUPPORTED)
-            rc = sop__os_ftruncate(SOP__SITE_LOG_OPEN, l->fd, prealloc, l->path, err);
+            rc = sop__os_ftruncate(SOP__SITE_LOG_OPEN, l->fd, prealloc, tmp, err);
     }
     l->size = prealloc;
     l->epoch = 1;
@@ -116,7 +119,11 @@ sop_rc sop__log_create(const char *dir, uint64_t prealloc, sop__log **out, sop_e
     if (rc == SOP_OK)
         rc = write_header(l, err);
     if (rc == SOP_OK)
+        rc = sop__os_rename(SOP__SITE_LOG_OPEN, tmp, l->path, err);
+    if (rc == SOP_OK)
         rc = sop__os_fsync_dir(SOP__SITE_LOG_OPEN, dir, err);
+    if (rc != SOP_OK && l->fd >= 0)
+        sop__os_unlink(SOP__SITE_LOG_OPEN, tmp, NULL);
     if (rc != SOP_OK) {
         sop__log_close(l, true);
         return rc;

@@ -1,0 +1,1472 @@
+/*
+ * sop.c - the `sop` command-line tool: create libsop databases and stores,
+ * put, get, delete, scan and bulk-load items, and inspect, check and recover
+ * a database from the shell. docs/cli.md is the user guide.
+ *
+ * Shape: every command is one row of commands[] (its synopsis, the options it
+ * accepts, its help text and the function that runs it). main() finds the
+ * row, parse_args() checks the command line against it, and the run_*
+ * function opens the database, does its work in one transaction (load: one
+ * per batch) through session_txn(), and returns an exit status.
+ *
+ * Invariants:
+ *  1. Only the public API in sop.h is used.
+ *  2. Every failure prints exactly one line on stderr, "sop: <what>: <why>",
+ *     and ends the command with one exit status (enum status); stdout carries
+ *     data only (values, scan lines, listings, check reports).
+ *  3. A transaction that hit SOP_CONFLICT is run again, at most
+ *     CONFLICT_RETRIES times after a short random sleep, and only while
+ *     nothing it produced has been printed; a transaction body therefore
+ *     never keeps state across attempts except what it printed.
+ *  4. Every database opened is closed, every transaction freed and every
+ *     cursor closed on every path.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sop.h"
+
+#define SOP_CLI_VERSION "0.1.0"
+
+#if defined(__GNUC__)
+#define PRINTF_LIKE(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define PRINTF_LIKE(fmt, args)
+#endif
+
+/* Exit statuses (docs/cli.md). */
+enum status {
+    ST_OK = 0,
+    ST_NOTFOUND = 1, /* missing key, store or database */
+    ST_USAGE = 2,    /* bad command line (or a bad name or key given on it) */
+    ST_CONFLICT = 3, /* SOP_CONFLICT after every retry */
+    ST_ERROR = 4     /* anything else */
+};
+
+/* Bounds of the tool's own settings. */
+#define CONFLICT_RETRIES   3  /* extra attempts after a SOP_CONFLICT */
+#define RETRY_SLEEP_MS_MIN 10 /* each retry sleeps min..max ms, times the attempt */
+#define RETRY_SLEEP_MS_MAX 60
+#define LOAD_BATCH_DEFAULT 1000     /* items per transaction in `sop load` */
+#define LOAD_BATCH_MAX     10000000 /* bounds the memory one batch holds */
+#define PROGRESS_EVERY_MS  200      /* progress line refresh on a terminal */
+#define LONG_TXN_MS        3600000  /* scan and load: the engine's longest transaction */
+#define QUOTE_MAX          64       /* bytes of a key shown in an error message */
+#define WHAT_MAX           512      /* the "what failed" part of an error line */
+
+/* ------------------------------------------------------------------------
+ * The command table
+ * ------------------------------------------------------------------------ */
+
+typedef enum opt_id {
+    OPT_HASH_MOD,
+    OPT_SLOT_LENGTH,
+    OPT_DUPLICATES,
+    OPT_VALUES,
+    OPT_DESCRIPTION,
+    OPT_FROM,
+    OPT_TO,
+    OPT_REVERSE,
+    OPT_LIMIT,
+    OPT_BATCH,
+    OPT_COUNT_
+} opt_id;
+
+#define OPT_BIT(o) (1u << (o))
+
+/* Every long option of every command; a command accepts the ones in its mask. */
+static const struct option_def {
+    const char *name;
+    bool has_value;
+} option_defs[OPT_COUNT_] = {
+    [OPT_HASH_MOD] = {"hash-mod", true},
+    [OPT_SLOT_LENGTH] = {"slot-length", true},
+    [OPT_DUPLICATES] = {"duplicates", false},
+    [OPT_VALUES] = {"values", true},
+    [OPT_DESCRIPTION] = {"description", true},
+    [OPT_FROM] = {"from", true},
+    [OPT_TO] = {"to", true},
+    [OPT_REVERSE] = {"reverse", false},
+    [OPT_LIMIT] = {"limit", true},
+    [OPT_BATCH] = {"batch", true},
+};
+
+#define POS_MAX 4
+
+/* A parsed command line. */
+typedef struct args {
+    const char *pos[POS_MAX]; /* positional arguments, in order */
+    int npos;
+    const char *opt[OPT_COUNT_]; /* each option's value ("" for a flag), NULL if absent */
+} args;
+
+typedef struct command command;
+struct command {
+    const char *name;
+    const char *params; /* the positional arguments, space-separated: "DIR STORE" */
+    unsigned opts;      /* OPT_BIT()s accepted */
+    const char *synopsis;
+    const char *summary; /* one line for `sop --help` */
+    const char *help;    /* the rest of `sop NAME --help` */
+    int (*run)(const command *cmd, const args *a);
+};
+
+static int run_init(const command *cmd, const args *a);
+static int run_create(const command *cmd, const args *a);
+static int run_stores(const command *cmd, const args *a);
+static int run_stat(const command *cmd, const args *a);
+static int run_put(const command *cmd, const args *a);
+static int run_get(const command *cmd, const args *a);
+static int run_del(const command *cmd, const args *a);
+static int run_scan(const command *cmd, const args *a);
+static int run_load(const command *cmd, const args *a);
+static int run_check(const command *cmd, const args *a);
+static int run_recover(const command *cmd, const args *a);
+static int run_drop(const command *cmd, const args *a);
+
+static const command commands[] = {
+    {"init", "DIR", OPT_BIT(OPT_HASH_MOD), "sop init DIR [--hash-mod N]",
+     "create a database folder",
+     "Creates a database in the folder DIR (the folder itself is created if it\n"
+     "does not exist, 0700). Running it again on an existing database is fine\n"
+     "as long as the hash modulus is the same.\n"
+     "\n"
+     "Options:\n"
+     "  --hash-mod N   the registry's hash modulus, 250..750000 (default 250).\n"
+     "                 It is fixed for the database's life: each registry\n"
+     "                 segment is N x 4 KiB, so large databases want a larger N.\n"
+     "\n"
+     "Example:\n"
+     "  sop init ./shop --hash-mod 1000\n",
+     run_init},
+    {"create", "DIR STORE",
+     OPT_BIT(OPT_SLOT_LENGTH) | OPT_BIT(OPT_DUPLICATES) | OPT_BIT(OPT_VALUES) |
+         OPT_BIT(OPT_DESCRIPTION),
+     "sop create DIR STORE [--slot-length N] [--duplicates] [--values node|separate|active]\n"
+     "                  [--description TEXT]",
+     "create a store",
+     "Creates an empty store (one B-tree of key/value items) named STORE.\n"
+     "Store names are 1..128 letters, digits, '_' and '-' (not first).\n"
+     "\n"
+     "Options:\n"
+     "  --slot-length N      items per node, an even number 4..10000 (default 2000).\n"
+     "                       Small nodes suit random writes, big ones scans.\n"
+     "  --duplicates         allow several items with the same key (default:\n"
+     "                       one item per key)\n"
+     "  --values PLACE       where values live: 'node' (inside the B-tree node;\n"
+     "                       small values, the default), 'separate' (one file per\n"
+     "                       value, written at commit; medium values) or 'active'\n"
+     "                       (one file per value, written at once; big values)\n"
+     "  --description TEXT   a note kept with the store (up to 512 bytes)\n"
+     "\n"
+     "Example:\n"
+     "  sop create ./shop orders --slot-length 500 --description \"orders by id\"\n",
+     run_create},
+    {"stores", "DIR", 0, "sop stores DIR", "list the stores of a database",
+     "Prints one line per store, in name order, with these TAB-separated\n"
+     "fields: name, item count, slot length, 'unique' or 'duplicates', value\n"
+     "placement (node, separate or active) and description.\n"
+     "\n"
+     "Example:\n"
+     "  sop stores ./shop\n"
+     "  orders\t1200\t500\tunique\tnode\torders by id\n",
+     run_stores},
+    {"stat", "DIR STORE", 0, "sop stat DIR STORE", "show a store's settings and tree statistics",
+     "Prints a store's settings and the shape of its B-tree, one 'field: value'\n"
+     "line each: store, description, count, nodes, leaves, height, fill (items\n"
+     "per available slot), slot length, keys, values, created and updated\n"
+     "(UTC).\n"
+     "\n"
+     "Example:\n"
+     "  sop stat ./shop orders\n",
+     run_stat},
+    {"put", "DIR STORE KEY VALUE", 0, "sop put DIR STORE KEY VALUE", "store a value under a key",
+     "Stores VALUE under KEY. In a store with unique keys an existing item's\n"
+     "value is replaced; in a store with duplicate keys another item is added.\n"
+     "Use -- before KEY if it starts with '-'.\n"
+     "\n"
+     "Example:\n"
+     "  sop put ./shop orders 1001 '{\"total\": 42}'\n"
+     "  sop put ./shop temps -- -5 cold\n",
+     run_put},
+    {"get", "DIR STORE KEY", 0, "sop get DIR STORE KEY", "print the value of a key",
+     "Prints the value stored under KEY, as is, followed by a newline. In a\n"
+     "store with duplicate keys it prints the first (oldest) item's value.\n"
+     "Exits with status 1 if there is no such key.\n"
+     "\n"
+     "Example:\n"
+     "  sop get ./shop orders 1001\n",
+     run_get},
+    {"del", "DIR STORE KEY", 0, "sop del DIR STORE KEY", "remove a key",
+     "Removes the item with KEY; in a store with duplicate keys, the first\n"
+     "(oldest) one - run it again to remove the next. Exits with status 1 if\n"
+     "there is no such key.\n"
+     "\n"
+     "Example:\n"
+     "  sop del ./shop orders 1001\n",
+     run_del},
+    {"scan", "DIR STORE",
+     OPT_BIT(OPT_FROM) | OPT_BIT(OPT_TO) | OPT_BIT(OPT_REVERSE) | OPT_BIT(OPT_LIMIT),
+     "sop scan DIR STORE [--from KEY] [--to KEY] [--reverse] [--limit N]",
+     "list items in key order",
+     "Prints items as 'key<TAB>value' lines, keys in ascending byte order (the\n"
+     "order the store keeps them in).\n"
+     "\n"
+     "Options:\n"
+     "  --from KEY   start at KEY, or the first key after it (inclusive)\n"
+     "  --to KEY     stop after KEY (inclusive)\n"
+     "  --reverse    descending order: start at --to (or the last item) and go\n"
+     "               down to --from (or the first item)\n"
+     "  --limit N    print at most N items\n"
+     "\n"
+     "Example:\n"
+     "  sop scan ./shop orders --from 1000 --to 1999 --reverse --limit 10\n",
+     run_scan},
+    {"load", "DIR STORE FILE", OPT_BIT(OPT_BATCH), "sop load DIR STORE FILE|- [--batch N]",
+     "load key<TAB>value lines from a file or stdin",
+     "Reads lines 'key<TAB>value' from FILE ('-' for standard input) and puts\n"
+     "each item as 'sop put' would: replacing in a unique store, adding in one\n"
+     "with duplicates. The key ends at the first TAB; the value is the rest of\n"
+     "the line. A line without a TAB stops the load with an error naming it;\n"
+     "every line before it is loaded. N items are committed per transaction.\n"
+     "Progress is shown on standard error when it is a terminal; at the end\n"
+     "'loaded N items' is printed there.\n"
+     "\n"
+     "Options:\n"
+     "  --batch N   items per transaction, 1..10000000 (default 1000)\n"
+     "\n"
+     "Example:\n"
+     "  sop load ./shop orders orders.tsv --batch 5000\n"
+     "  sop scan ./old orders | sop load ./shop orders -\n",
+     run_load},
+    {"check", "DIR", 0, "sop check DIR", "verify a whole database",
+     "Checks every registry block, node, tree invariant, store count and blob\n"
+     "of the database (after running recovery), prints each problem found on\n"
+     "its own line and then a summary line. Exits with status 0 only when the\n"
+     "database is clean, 4 otherwise.\n"
+     "\n"
+     "Example:\n"
+     "  sop check ./shop\n",
+     run_check},
+    {"recover", "DIR", 0, "sop recover DIR", "finish what a crashed process left behind",
+     "Rolls forward transactions that committed before a crash and rolls back\n"
+     "the ones that did not (prepared transactions are left for their\n"
+     "coordinator). Opening a database does this too; the command exists to\n"
+     "run it on demand. Prints nothing on success.\n"
+     "\n"
+     "Example:\n"
+     "  sop recover ./shop\n",
+     run_recover},
+    {"drop", "DIR STORE", 0, "sop drop DIR STORE", "remove a store and all its items",
+     "Removes the store STORE and every item in it. Exits with status 1 if there\n"
+     "is no such store.\n"
+     "\n"
+     "Example:\n"
+     "  sop drop ./shop orders\n",
+     run_drop},
+};
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void print_main_help(FILE *f)
+{
+    fprintf(f, "usage: sop COMMAND ARGS... [OPTIONS]\n"
+               "       sop COMMAND --help\n"
+               "       sop --version\n"
+               "\n"
+               "sop works with libsop databases: folders of stores, each an ordered\n"
+               "B-tree of key/value items, changed in ACID transactions.\n"
+               "\n"
+               "Commands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n"
+               "Options may come before or after the arguments; '--opt VALUE' and\n"
+               "'--opt=VALUE' are the same, and '--' ends the options (for a key that\n"
+               "starts with '-').\n"
+               "\n"
+               "Exit status: 0 success, 1 not found (key, store or database), 2 bad\n"
+               "usage, 3 transaction conflict (after retries), 4 any other error.\n"
+               "\n"
+               "Example:\n"
+               "  sop init ./shop && sop create ./shop orders\n"
+               "  sop put ./shop orders 1001 paid && sop get ./shop orders 1001\n"
+               "\n"
+               "Run 'sop COMMAND --help' for a command's options and examples.\n");
+}
+
+static void print_command_help(const command *cmd)
+{
+    printf("usage: %s\n\n%s", cmd->synopsis, cmd->help);
+}
+
+/* ------------------------------------------------------------------------
+ * Messages
+ * ------------------------------------------------------------------------ */
+
+/* True while `sop load` has a progress line unfinished on stderr (a
+ * terminal); anything else written to stderr erases it first. */
+static bool progress_shown;
+
+static void progress_erase(void)
+{
+    if (progress_shown)
+        fputs("\r\033[K", stderr);
+    progress_shown = false;
+}
+
+static void say(const char *fmt, ...) PRINTF_LIKE(1, 2);
+
+/* Prints one error line on stderr: "sop: " + the formatted text. */
+static void say(const char *fmt, ...)
+{
+    char line[WHAT_MAX + SOP_ERR_MSG_MAX + 128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    progress_erase();
+    fprintf(stderr, "sop: %s\n", line);
+}
+
+static int usage_error(const command *cmd, const char *fmt, ...) PRINTF_LIKE(2, 3);
+
+/* A bad command line: one line naming the problem and where to look. */
+static int usage_error(const command *cmd, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (cmd)
+        say("%s: %s (try 'sop %s --help')", cmd->name, msg, cmd->name);
+    else
+        say("%s (try 'sop --help')", msg);
+    return ST_USAGE;
+}
+
+/*
+ * Writes bytes as a double-quoted, one-line string into out[cap] (control
+ * bytes as \xNN, '"' and '\' escaped, UTF-8 as is, long input cut to
+ * QUOTE_MAX bytes and "..."), so a key in a message never breaks its line.
+ */
+static const char *quote(char *out, size_t cap, const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    size_t o = 0, shown = n < QUOTE_MAX ? n : QUOTE_MAX;
+    out[o++] = '"';
+    for (size_t i = 0; i < shown && o + 8 < cap; i++) {
+        unsigned char c = s[i];
+        if (c == '"' || c == '\\')
+            o += (size_t)snprintf(out + o, cap - o, "\\%c", c);
+        else if (c < 0x20 || c == 0x7f)
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
+        else
+            out[o++] = (char)c;
+    }
+    if (shown < n && o + 4 < cap)
+        o += (size_t)snprintf(out + o, cap - o, "...");
+    out[o++] = '"';
+    out[o] = '\0';
+    return out;
+}
+
+#define QUOTED_CAP (QUOTE_MAX * 4 + 8)
+
+/* Writes s with TAB, newline, CR and backslash escaped (\t \n \r \\), so a
+ * free-text field keeps its line and column. */
+static void put_escaped(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '\t':
+            fputs("\\t", f);
+            break;
+        case '\n':
+            fputs("\\n", f);
+            break;
+        case '\r':
+            fputs("\\r", f);
+            break;
+        case '\\':
+            fputs("\\\\", f);
+            break;
+        default:
+            fputc(*s, f);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Command-line parsing
+ * ------------------------------------------------------------------------ */
+
+static bool is_help(const char *s)
+{
+    return strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0;
+}
+
+/* The idx-th word of a space-separated list, into out[cap]. */
+static const char *nth_word(const char *list, int idx, char *out, size_t cap)
+{
+    const char *p = list;
+    for (int i = 0; i < idx && p; i++) {
+        p = strchr(p, ' ');
+        if (p)
+            p++;
+    }
+    if (p == NULL)
+        return "?";
+    size_t n = strcspn(p, " ");
+    snprintf(out, cap, "%.*s", (int)n, p);
+    return out;
+}
+
+static int count_words(const char *list)
+{
+    int n = 1;
+    for (const char *p = list; *p; p++)
+        n += *p == ' ';
+    return n;
+}
+
+/*
+ * Parses argv[0..argc) (the words after the command name) against cmd:
+ * options anywhere, "--opt VALUE" or "--opt=VALUE", "--" ends options, a lone
+ * "-" is a positional argument. Returns ST_OK or ST_USAGE (message printed).
+ */
+static int parse_args(const command *cmd, int argc, char **argv, args *a)
+{
+    memset(a, 0, sizeof(*a));
+    int want = count_words(cmd->params);
+    bool options_ended = false;
+    for (int i = 0; i < argc; i++) {
+        const char *s = argv[i];
+        if (!options_ended && strcmp(s, "--") == 0) {
+            options_ended = true;
+            continue;
+        }
+        if (options_ended || s[0] != '-' || s[1] == '\0') {
+            if (a->npos == want)
+                return usage_error(cmd, "unexpected argument '%s'", s);
+            a->pos[a->npos++] = s;
+            continue;
+        }
+        if (s[1] != '-')
+            return usage_error(cmd,
+                               "unknown option '%s'; put -- before arguments that start "
+                               "with '-'",
+                               s);
+        const char *name = s + 2;
+        const char *eq = strchr(name, '=');
+        size_t name_len = eq ? (size_t)(eq - name) : strlen(name);
+        int id = -1;
+        for (int o = 0; o < OPT_COUNT_; o++) {
+            if ((cmd->opts & OPT_BIT(o)) && strlen(option_defs[o].name) == name_len &&
+                memcmp(option_defs[o].name, name, name_len) == 0)
+                id = o;
+        }
+        if (id < 0)
+            return usage_error(cmd, "unknown option '--%.*s'", (int)name_len, name);
+        if (!option_defs[id].has_value) {
+            if (eq)
+                return usage_error(cmd, "option '--%s' takes no value", option_defs[id].name);
+            a->opt[id] = "";
+        } else if (eq) {
+            a->opt[id] = eq + 1;
+        } else if (i + 1 < argc) {
+            a->opt[id] = argv[++i];
+        } else {
+            return usage_error(cmd, "option '--%s' needs a value", option_defs[id].name);
+        }
+    }
+    if (a->npos < want) {
+        char word[32];
+        return usage_error(cmd, "missing argument %s",
+                           nth_word(cmd->params, a->npos, word, sizeof(word)));
+    }
+    return ST_OK;
+}
+
+/* A whole decimal number lo..hi: no sign, no spaces, nothing after it. */
+static bool parse_number(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    if (s[0] < '0' || s[0] > '9')
+        return false;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Reads option `id` as a number lo..hi into *out (left alone when absent). */
+static int number_option(const command *cmd, const args *a, opt_id id, uint64_t lo, uint64_t hi,
+                         uint64_t *out)
+{
+    const char *s = a->opt[id];
+    if (s == NULL || parse_number(s, lo, hi, out))
+        return ST_OK;
+    if (hi == UINT64_MAX)
+        return usage_error(cmd, "--%s wants a whole number of at least %llu, not '%s'",
+                           option_defs[id].name, (unsigned long long)lo, s);
+    return usage_error(cmd, "--%s wants a whole number %llu..%llu, not '%s'", option_defs[id].name,
+                       (unsigned long long)lo, (unsigned long long)hi, s);
+}
+
+/* ------------------------------------------------------------------------
+ * Sessions: one open database and the transactions run on it
+ * ------------------------------------------------------------------------ */
+
+typedef struct session {
+    const char *dir;
+    sop_db *db;
+    sop_err err;
+    char what[WHAT_MAX]; /* what failed, set by blame() */
+    const char *note;    /* appended to the error line when not NULL */
+    bool printed;        /* the current transaction has printed output */
+    bool input_is_data;  /* SOP_INVALID comes from file data, not the command line */
+    uint32_t txn_max_ms; /* max_duration_ms of each transaction; 0: the engine's default */
+} session;
+
+static sop_rc blame(session *s, sop_rc rc, const char *fmt, ...) PRINTF_LIKE(3, 4);
+
+/* Records what failed (for fail()) and passes rc on. */
+static sop_rc blame(session *s, sop_rc rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->what, sizeof(s->what), fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static int status_of(const session *s, sop_rc rc)
+{
+    switch (rc) {
+    case SOP_OK:
+        return ST_OK;
+    case SOP_NOTFOUND:
+        return ST_NOTFOUND;
+    case SOP_CONFLICT:
+        return ST_CONFLICT;
+    case SOP_INVALID:
+        /* The tool passes valid handles and options; SOP_INVALID means a
+         * store name, key or setting the user typed was refused. */
+        return s->input_is_data ? ST_ERROR : ST_USAGE;
+    default:
+        return ST_ERROR;
+    }
+}
+
+/* Prints the error line for rc (what blame() recorded, then the engine's
+ * message) and returns its exit status. */
+static int fail(session *s, sop_rc rc)
+{
+    const char *msg = s->err.msg[0] ? s->err.msg : sop_rc_message(rc);
+    int st = status_of(s, rc);
+    if (st == ST_ERROR)
+        say("%s: %s [%s]%s%s", s->what, msg, sop_rc_name(rc), s->note ? "; " : "",
+            s->note ? s->note : "");
+    else
+        say("%s: %s%s%s", s->what, msg, s->note ? "; " : "", s->note ? s->note : "");
+    return st;
+}
+
+static int session_open(session *s, const char *dir)
+{
+    memset(s, 0, sizeof(*s));
+    s->dir = dir;
+    sop_db_options o;
+    sop_db_options_init(&o);
+    sop_rc rc = sop_db_open(dir, &o, &s->db, &s->err);
+    if (rc != SOP_OK)
+        return fail(s, blame(s, rc, "open %s", dir));
+    return ST_OK;
+}
+
+static void session_close(session *s)
+{
+    sop_db_close(s->db);
+    s->db = NULL;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The work of one transaction. It returns SOP_OK or the failing code after
+ * blame(); it may run several times (invariant 3). */
+typedef sop_rc (*txn_body)(session *s, sop_txn *t, void *arg);
+
+/*
+ * Runs body in a transaction of the given mode and commits it, retrying on
+ * SOP_CONFLICT (invariant 3). Returns an exit status; on failure the error
+ * line has been printed.
+ */
+static int session_txn(session *s, sop_txn_mode mode, txn_body body, void *arg)
+{
+    for (int attempt = 0;; attempt++) {
+        sop_txn *t = NULL;
+        s->printed = false;
+        sop_err_clear(&s->err);
+        sop_rc rc = sop_txn_begin(s->db, mode, s->txn_max_ms, &t, &s->err);
+        if (rc != SOP_OK)
+            return fail(s, blame(s, rc, "begin a transaction in %s", s->dir));
+        rc = body(s, t, arg);
+        if (rc == SOP_OK) {
+            rc = sop_txn_commit(t, &s->err);
+            if (rc != SOP_OK)
+                blame(s, rc, "commit in %s", s->dir);
+        }
+        sop_txn_free(t); /* rolls back whatever did not commit */
+        if (rc == SOP_OK)
+            return ST_OK;
+        if (rc != SOP_CONFLICT || s->printed)
+            return fail(s, rc);
+        if (attempt == CONFLICT_RETRIES) {
+            size_t n = strlen(s->what);
+            snprintf(s->what + n, sizeof(s->what) - n, " (%s; gave up after %d attempts)",
+                     sop_rc_message(rc), attempt + 1);
+            return fail(s, rc);
+        }
+        unsigned span = RETRY_SLEEP_MS_MAX - RETRY_SLEEP_MS_MIN;
+        sleep_ms((RETRY_SLEEP_MS_MIN + (unsigned)rand() % span) * (unsigned)(attempt + 1));
+    }
+}
+
+/* Opens a store in t, blaming the store for a failure. */
+static sop_rc open_store(session *s, sop_txn *t, const char *name, sop_btree **bt)
+{
+    sop_rc rc = sop_store_open(t, name, bt, &s->err);
+    if (rc != SOP_OK)
+        return blame(s, rc, "open store %s", name);
+    return SOP_OK;
+}
+
+/* Reads a store's info outside any transaction (for its options). */
+static int store_info(session *s, const char *name, sop_store_info *info)
+{
+    sop_rc rc = sop_db_store_info(s->db, name, info, &s->err);
+    if (rc != SOP_OK)
+        return fail(s, blame(s, rc, "open store %s", name));
+    return ST_OK;
+}
+
+static const char *placement_name(sop_value_placement p)
+{
+    switch (p) {
+    case SOP_VALUES_IN_NODE:
+        return "node";
+    case SOP_VALUES_SEPARATE:
+        return "separate";
+    case SOP_VALUES_ACTIVE:
+        return "active";
+    }
+    return "unknown";
+}
+
+/* Orders two keys as the stores do by default: memcmp, a prefix first. */
+static int key_cmp(const void *a, size_t a_len, const void *b, size_t b_len)
+{
+    size_t n = a_len < b_len ? a_len : b_len;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c != 0)
+        return c;
+    return (a_len > b_len) - (a_len < b_len);
+}
+
+/* Writes key TAB value NEWLINE, raw; false (errno set) if stdout failed. */
+static bool put_item(const sop_item *it)
+{
+    fwrite(it->key, 1, it->key_len, stdout);
+    fputc('\t', stdout);
+    fwrite(it->value, 1, it->value_len, stdout);
+    fputc('\n', stdout);
+    return !ferror(stdout);
+}
+
+/* ------------------------------------------------------------------------
+ * init, create, drop
+ * ------------------------------------------------------------------------ */
+
+static int run_init(const command *cmd, const args *a)
+{
+    uint64_t mod = 0;
+    int st = number_option(cmd, a, OPT_HASH_MOD, 1, UINT32_MAX, &mod);
+    if (st != ST_OK)
+        return st;
+    sop_db_options o;
+    sop_db_options_init(&o);
+    if (a->opt[OPT_HASH_MOD])
+        o.registry_hash_mod = (uint32_t)mod;
+    session s;
+    memset(&s, 0, sizeof(s));
+    sop_rc rc = sop_db_init(a->pos[0], &o, &s.err);
+    if (rc != SOP_OK)
+        return fail(&s, blame(&s, rc, "init %s", a->pos[0]));
+    return ST_OK;
+}
+
+/* A store to create (with its options) or drop. */
+typedef struct store_job {
+    const char *store;
+    sop_store_options opts; /* create only */
+} store_job;
+
+static sop_rc create_body(session *s, sop_txn *t, void *arg)
+{
+    store_job *j = arg;
+    sop_btree *bt;
+    sop_rc rc = sop_store_create(t, j->store, &j->opts, &bt, &s->err);
+    if (rc != SOP_OK)
+        return blame(s, rc, "create store %s", j->store);
+    return SOP_OK;
+}
+
+static int run_create(const command *cmd, const args *a)
+{
+    store_job j = {.store = a->pos[1]};
+    sop_store_options_init(&j.opts);
+    uint64_t slots = SOP_SLOT_LENGTH_DEFAULT;
+    int st =
+        number_option(cmd, a, OPT_SLOT_LENGTH, SOP_SLOT_LENGTH_MIN, SOP_SLOT_LENGTH_MAX, &slots);
+    if (st != ST_OK)
+        return st;
+    if (slots % 2 != 0)
+        return usage_error(cmd, "--slot-length must be even, not %llu", (unsigned long long)slots);
+    j.opts.slot_length = (uint32_t)slots;
+    j.opts.is_unique = a->opt[OPT_DUPLICATES] == NULL;
+    const char *place = a->opt[OPT_VALUES];
+    if (place == NULL || strcmp(place, "node") == 0)
+        j.opts.value_placement = SOP_VALUES_IN_NODE;
+    else if (strcmp(place, "separate") == 0)
+        j.opts.value_placement = SOP_VALUES_SEPARATE;
+    else if (strcmp(place, "active") == 0)
+        j.opts.value_placement = SOP_VALUES_ACTIVE;
+    else
+        return usage_error(cmd, "--values wants node, separate or active, not '%s'", place);
+    j.opts.description = a->opt[OPT_DESCRIPTION];
+
+    session s;
+    st = session_open(&s, a->pos[0]);
+    if (st != ST_OK)
+        return st;
+    st = session_txn(&s, SOP_TXN_WRITE, create_body, &j);
+    session_close(&s);
+    return st;
+}
+
+static sop_rc drop_body(session *s, sop_txn *t, void *arg)
+{
+    const store_job *j = arg;
+    sop_rc rc = sop_store_drop(t, j->store, &s->err);
+    if (rc != SOP_OK)
+        return blame(s, rc, "drop store %s", j->store);
+    return SOP_OK;
+}
+
+static int run_drop(const command *cmd, const args *a)
+{
+    (void)cmd;
+    session s;
+    int st = session_open(&s, a->pos[0]);
+    if (st != ST_OK)
+        return st;
+    store_job j = {.store = a->pos[1]};
+    st = session_txn(&s, SOP_TXN_WRITE, drop_body, &j);
+    session_close(&s);
+    return st;
+}
+
+/* ------------------------------------------------------------------------
+ * stores, stat
+ * ------------------------------------------------------------------------ */
+
+static void print_store_line(void *ctx, const sop_store_info *info)
+{
+    (void)ctx;
+    printf("%s\t%llu\t%u\t%s\t%s\t", info->name, (unsigned long long)info->count,
+           info->options.slot_length, info->options.is_unique ? "unique" : "duplicates",
+           placement_name(info->options.value_placement));
+    put_escaped(stdout, info->description);
+    putchar('\n');
+}
+
+static int run_stores(const command *cmd, const args *a)
+{
+    (void)cmd;
+    session s;
+    int st = session_open(&s, a->pos[0]);
+    if (st != ST_OK)
+        return st;
+    sop_rc rc = sop_db_stores(s.db, print_store_line, NULL, &s.err);
+    if (rc != SOP_OK)
+        st = fail(&s, blame(&s, rc, "list the stores of %s", a->pos[0]));
+    session_close(&s);
+    return st;
+}
+
+typedef struct stat_job {
+    const char *store;
+    sop_btree_stats stats;
+} stat_job;
+
+static sop_rc stat_body(session *s, sop_txn *t, void *arg)
+{
+    stat_job *j = arg;
+    sop_btree *bt;
+    sop_rc rc = open_store(s, t, j->store, &bt);
+    if (rc != SOP_OK)
+        return rc;
+    rc = sop_btree_stats_get(bt, &j->stats, &s->err);
+    if (rc != SOP_OK)
+        return blame(s, rc, "statistics of store %s", j->store);
+    return SOP_OK;
+}
+
+/* "2024-05-01 12:00:00.123 UTC" for Unix milliseconds; "-" for 0. */
+static const char *format_time(int64_t ms, char *out, size_t cap)
+{
+    if (ms <= 0) {
+        snprintf(out, cap, "-");
+        return out;
+    }
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    if (gmtime_r(&secs, &tm) == NULL) {
+        snprintf(out, cap, "%lld ms", (long long)ms);
+        return out;
+    }
+    char day[32];
+    strftime(day, sizeof(day), "%Y-%m-%d %H:%M:%S", &tm);
+    snprintf(out, cap, "%s.%03d UTC", day, (int)(ms % 1000));
+    return out;
+}
+
+static int run_stat(const command *cmd, const args *a)
+{
+    (void)cmd;
+    session s;
+    int st = session_open(&s, a->pos[0]);
+    if (st != ST_OK)
+        return st;
+    stat_job j = {.store = a->pos[1]};
+    sop_store_info info;
+    st = store_info(&s, j.store, &info);
+    if (st == ST_OK)
+        st = session_txn(&s, SOP_TXN_READ, stat_body, &j);
+    session_close(&s);
+    if (st != ST_OK)
+        return st;
+    char created[64], updated[64];
+    printf("store:        %s\n", info.name);
+    printf("description:  ");
+    put_escaped(stdout, info.description[0] ? info.description : "-");
+    printf("\ncount:        %llu\n", (unsigned long long)j.stats.count);
+    printf("nodes:        %llu\n", (unsigned long long)j.stats.nodes);
+    printf("leaves:       %llu\n", (unsigned long long)j.stats.leaves);
+    printf("height:       %u\n", j.stats.height);
+    printf("fill:         %.1f%%\n", j.stats.fill * 100.0);
+    printf("slot length:  %u\n", info.options.slot_length);
+    printf("keys:         %s\n", info.options.is_unique ? "unique" : "duplicates");
+    printf("values:       %s\n", placement_name(info.options.value_placement));
+    printf("created:      %s\n", format_time(info.created_ms, created, sizeof(created)));
+    printf("updated:      %s\n", format_time(info.updated_ms, updated, sizeof(updated)));
+    return ST_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * put, get, del
+ * ------------------------------------------------------------------------ */
+
+typedef struct key_job {
+    const char *store;
+    const char *key;
+    const char *value; /* put only */
+    bool unique;       /* put only: the store holds one item per key */
+    char *found;       /* get only: a copy of the value, malloc'd */
+    size_t found_len;
+} key_job;
+
+static sop_rc put_body(session *s, sop_txn *t, void *arg)
+{
+    key_job *j = arg;
+    sop_btree *bt;
+    sop_rc rc = open_store(s, t, j->store, &bt);
+    if (rc != SOP_OK)
+        return rc;
+    size_t klen = strlen(j->key), vlen = strlen(j->value);
+    if (j->unique)
+        rc = sop_btree_upsert(bt, j->key, klen, j->value, vlen, NULL, &s->err);
+    else
+        rc = sop_btree_add(bt, j->key, klen, j->value, vlen, NULL, &s->err);
+    if (rc != SOP_OK) {
+        char q[QUOTED_CAP];
+        return blame(s, rc, "put %s in %s", quote(q, sizeof(q), j->key, klen), j->store);
+    }
+    return SOP_OK;
+}
+
+static int run_put(const command *cmd, const args *a)
+{
+    (void)cmd;
+    key_job j = {.store = a->pos[1], .key = a->pos[2], .value = a->pos[3]};
+    session s;
+    int st = session_open(&s, a->pos[0]);
+    if (st != ST_OK)
+        return st;
+    sop_store_info info;
+    st = store_info(&s, j.store, &info);
+    if (st == ST_OK) {
+        j.unique = info.options.is_unique;
+        st = session_txn(&s, SOP_TXN_WRITE, put_body, &j);
+    }
+    session_close(&s);
+    return st;
+}
+
+/* SOP_NOTFOUND for a key gets a plain message rather than the engine's:
+ * "get "k" from s: no such key". */
+static sop_rc key_not_found(session *s, const key_job *j, const char *verb, const char *prep)
+{
+    char q[QUOTED_CAP];
+    snprintf(s->err.msg, sizeof(s->err.msg), "no such key");
+    return blame(s, SOP_NOTFOUND, "%s %s %s %s", verb, quote(q, sizeof(q), j->key, strlen(j->key)),
+                 prep, j->store);
+}
+
+static sop_rc get_body(session *s, sop_txn *t, void *arg)
+{
+    key_job *j = arg;
+    sop_btree *bt;
+    sop_rc rc = open_store(s, t, j->store, &bt);
+    if (rc != SOP_OK)
+        return rc;
+    sop_item it;
+    rc = sop_btree_get(bt, j->key, strlen(j->key), &it, &s->err);
+    if (rc == SOP_NOTFOUND)
+        return key_not_found(s, j, "get", "from");
+    if (rc != SOP_OK) {
+        char q[QUOTED_CAP];
+        return blame(s, rc, "get %s from %s", quote(q, sizeof(q), j->key, strlen(j->key)),
+                     j->store);
+    }
+    /* it.value lives until the tree changes or the transaction ends: copy it
+     * and print after the commit, so a retried attempt prints nothing twice */
+    free(j->found);
+    j->found = malloc(it.value_len ? it.value_len : 1);
+    if (j->found == NULL) {
+        snprintf(s->err.msg, sizeof(s->err.msg), "out of memory for a %zu-byte value",
+                 it.value_len);
+        return blame(s, SOP_NOMEM, "get");
+    }
+    if (it.value_len)
+        memcpy(j->found, it.value, it.value_len);
+    j->found_len = it.value_len;
+    return SOP_OK;
+}
+
+static int run_get(const command *cmd, const args *a)
+{
+    (void)cmd;
+    key_job j = {.store = a->pos[1], .key = a->pos[2]};
+    session s;
+    int st = session_open(&s, a->pos[0]);
+    if (st != ST_OK)
+        return st;
+    st = session_txn(&s, SOP_TXN_READ, get_body, &j);
+    session_close(&s);
+    if (st == ST_OK) {
+        fwrite(j.found, 1, j.found_len, stdout);
+        putchar('\n');
+    }
+    free(j.found);
+    return st;
+}
+
+static sop_rc del_body(session *s, sop_txn *t, void *arg)
+{
+    key_job *j = arg;
+    sop_btree *bt;
+    sop_rc rc = open_store(s, t, j->store, &bt);
+    if (rc != SOP_OK)
+        return rc;
+    rc = sop_btree_remove(bt, j->key, strlen(j->key), &s->err);
+    if (rc == SOP_NOTFOUND)
+        return key_not_found(s, j, "delete", "in");
+    if (rc != SOP_OK) {
+        char q[QUOTED_CAP];
+        return blame(s, rc, "delete %s in %s", quote(q, sizeof(q), j->key, strlen(j->key)),
+                     j->store);
+    }
+    return SOP_OK;
+}
+
+static int run_del(const command *cmd, const args *a)
+{
+    (void)cmd;
+    key_job j = {.store = a->pos[1], .key = a->pos[2]};
+    session s;
+    int st = session_open(&s, a->pos[0]);
+    if (st != ST_OK)
+        return st;
+    st = session_txn(&s, SOP_TXN_WRITE, del_body, &j);
+    session_close(&s);
+    return st;
+}
+
+/* ------------------------------------------------------------------------
+ * scan
+ * ------------------------------------------------------------------------ */
+
+typedef struct scan_job {
+    const char *store;
+    const char *from, *to; /* inclusive bounds, NULL for none */
+    bool reverse;
+    uint64_t limit;
+} scan_job;
+
+/* Moves c to where the scan starts; SOP_NOTFOUND when nothing is there. */
+static sop_rc scan_start(session *s, const scan_job *j, sop_cursor *c)
+{
+    sop_rc rc;
+    if (!j->reverse)
+        rc = j->from ? sop_cursor_find(c, j->from, strlen(j->from), &s->err)
+                     : sop_cursor_first(c, &s->err);
+    else
+        rc = j->to ? sop_cursor_find_last(c, j->to, strlen(j->to), &s->err)
+                   : sop_cursor_last(c, &s->err);
+    /* find/find_last report an inexact match as SOP_NOTFOUND, cursor on the
+     * nearest item in the scan's direction */
+    if (rc == SOP_NOTFOUND && (j->from || j->to) && sop_cursor_on_item(c))
+        rc = SOP_OK;
+    return rc;
+}
+
+static sop_rc scan_body(session *s, sop_txn *t, void *arg)
+{
+    const scan_job *j = arg;
+    sop_btree *bt;
+    sop_rc rc = open_store(s, t, j->store, &bt);
+    if (rc != SOP_OK)
+        return rc;
+    sop_cursor *c;
+    rc = sop_cursor_open(bt, &c, &s->err);
+    if (rc != SOP_OK)
+        return blame(s, rc, "open a cursor on %s", j->store);
+    const char *stop = j->reverse ? j->from : j->to;
+    size_t stop_len = stop ? strlen(stop) : 0;
+    uint64_t n = 0;
+    int write_errno = 0;
+    for (rc = scan_start(s, j, c); rc == SOP_OK && n < j->limit;
+         rc = j->reverse ? sop_cursor_prev(c, &s->err) : sop_cursor_next(c, &s->err)) {
+        sop_item it;
+        rc = sop_cursor_item(c, &it, &s->err);
+        if (rc != SOP_OK)
+            break;
+        if (stop) {
+            int cmp = key_cmp(it.key, it.key_len, stop, stop_len);
+            if (j->reverse ? cmp < 0 : cmp > 0)
+                break;
+        }
+        s->printed = true;
+        if (!put_item(&it)) {
+            write_errno = errno ? errno : EIO;
+            break;
+        }
+        n++;
+    }
+    sop_cursor_close(c);
+    if (write_errno != 0) {
+        snprintf(s->err.msg, sizeof(s->err.msg), "%s", strerror(write_errno));
+        return blame(s, SOP_IO, "write the scan of %s to standard output", j->store);
+    }
+    if (rc != SOP_OK && rc != SOP_NOTFOUND)
+        return blame(s, rc, "scan %s", j->store);
+    return SOP_OK;
+}
+
+static int run_scan(const command *cmd, const args *a)
+{
+    scan_job j = {.store = a->pos[1],
+                  .from = a->opt[OPT_FROM],
+                  .to = a->opt[OPT_TO],
+                  .reverse = a->opt[OPT_REVERSE] != NULL,
+                  .limit = UINT64_MAX};
+    int st = number_option(cmd, a, OPT_LIMIT, 0, UINT64_MAX, &j.limit);
+    if (st != ST_OK)
+        return st;
+    if ((j.from && j.from[0] == '\0') || (j.to && j.to[0] == '\0'))
+        return usage_error(cmd, "--%s wants a key of at least one byte",
+                           j.from && !j.from[0] ? "from" : "to");
+    session s;
+    st = session_open(&s, a->pos[0]);
+    if (st != ST_OK)
+        return st;
+    s.txn_max_ms = LONG_TXN_MS; /* a scan of a big store may take a while */
+    st = session_txn(&s, SOP_TXN_READ, scan_body, &j);
+    session_close(&s);
+    return st;
+}
+
+/* ------------------------------------------------------------------------
+ * load
+ * ------------------------------------------------------------------------ */
+
+/* One input line: key and value as offsets into the batch's bytes. */
+typedef struct load_line {
+    size_t key_off, key_len, val_len; /* the value follows the key and its TAB */
+    uint64_t lineno;
+} load_line;
+
+/* The lines of one transaction, kept so a conflict can replay them. */
+typedef struct load_batch {
+    char *bytes;
+    size_t len, cap;
+    load_line *lines;
+    size_t n, lines_cap;
+} load_batch;
+
+typedef struct load_job {
+    const char *store;
+    const char *source; /* the file name, or "standard input" */
+    bool unique;
+    load_batch batch;
+    uint64_t loaded; /* items committed */
+    bool progress;   /* stderr is a terminal */
+    int64_t start_ms, shown_ms;
+} load_job;
+
+static bool grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return true;
+    size_t cap2 = *cap ? *cap : 64;
+    while (cap2 < need)
+        cap2 *= 2;
+    void *p2 = realloc(*p, cap2 * elem);
+    if (p2 == NULL)
+        return false;
+    *p = p2;
+    *cap = cap2;
+    return true;
+}
+
+/* Appends a line whose key is line[0..tab) and value line(tab..len);
+ * line[tab] is the TAB. */
+static bool batch_add(load_batch *b, const char *line, size_t len, size_t tab, uint64_t lineno)
+{
+    assert(tab < len && line[tab] == '\t');
+    void *lines = b->lines, *bytes = b->bytes;
+    bool ok = grow(&lines, &b->lines_cap, b->n + 1, sizeof(load_line)) &&
+              grow(&bytes, &b->cap, b->len + len, 1);
+    b->lines = lines;
+    b->bytes = bytes;
+    if (!ok)
+        return false;
+    b->lines[b->n++] =
+        (load_line){.key_off = b->len, .key_len = tab, .val_len = len - tab - 1, .lineno = lineno};
+    memcpy(b->bytes + b->len, line, len);
+    b->len += len;
+    return true;
+}
+
+static sop_rc load_body(session *s, sop_txn *t, void *arg)
+{
+    load_job *j = arg;
+    sop_btree *bt;
+    sop_rc rc = open_store(s, t, j->store, &bt);
+    if (rc != SOP_OK)
+        return rc;
+    for (size_t i = 0; i < j->batch.n; i++) {
+        const load_line *l = &j->batch.lines[i];
+        const char *key = j->batch.bytes + l->key_off;
+        const char *val = key + l->key_len + 1;
+        if (j->unique)
+            rc = sop_btree_upsert(bt, key, l->key_len, val, l->val_len, NULL, &s->err);
+        else
+            rc = sop_btree_add(bt, key, l->key_len, val, l->val_len, NULL, &s->err);
+        if (rc != SOP_OK) {
+            char q[QUOTED_CAP];
+            return blame(s, rc, "load %s line %llu: put %s in %s", j->source,
+                         (unsigned long long)l->lineno, quote(q, sizeof(q), key, l->key_len),
+                         j->store);
+        }
+    }
+    return SOP_OK;
+}
+
+/* Redraws "loading: N lines, R/s" on a terminal, at most every PROGRESS_EVERY_MS. */
+static void show_progress(load_job *j, uint64_t lines)
+{
+    if (!j->progress)
+        return;
+    int64_t now = now_ms();
+    if (now - j->shown_ms < PROGRESS_EVERY_MS)
+        return;
+    j->shown_ms = now;
+    double secs = (double)(now - j->start_ms) / 1000.0;
+    double rate = secs > 0 ? (double)lines / secs : 0.0;
+    fprintf(stderr, "\rloading: %llu lines, %.0f/s\033[K", (unsigned long long)lines, rate);
+    fflush(stderr);
+    progress_shown = true;
+}
+
+/* "lines 1-N were loaded", for an error that stops a load after line N. */
+static const char *loaded_note(char *out, size_t cap, uint64_t last_line)
+{
+    if (last_line == 0)
+        snprintf(out, cap, "nothing was loaded");
+    else if (last_line == 1)
+        snprintf(out, cap, "line 1 was loaded");
+    else
+        snprintf(out, cap, "lines 1-%llu were loaded", (unsigned long long)last_line);
+    return out;
+}
+
+/* Commits the batch (if any) and empties it. */
+static int load_flush(session *s, load_job *j)
+{
+    if (j->batch.n == 0)
+        return ST_OK;
+    char note[96];
+    s->note = loaded_note(note, sizeof(note), j->batch.lines[0].lineno - 1);
+    int st = session_txn(s, SOP_TXN_WRITE, load_body, j);
+    s->note = NULL;
+    if (st != ST_OK)
+        return st;
+    j->loaded += j->batch.n;
+    j->batch.n = 0;
+    j->batch.len = 0;
+    return ST_OK;
+}
+
+/* Reads the input in batches of `batch_size` lines and commits each. */
+static int load_stream(session *s, load_job *j, FILE *in, uint64_t batch_size)
+{
+    char *line = NULL;
+    size_t line_cap = 0;
+    uint64_t lineno = 0;
+    int st = ST_OK;
+    ssize_t got;
+    while (st == ST_OK && (got = getline(&line, &line_cap, in)) >= 0) {
+        size_t len = (size_t)got;
+        lineno++;
+        if (len > 0 && line[len - 1] == '\n')
+            len--;
+        const char *tab = memchr(line, '\t', len);
+        if (tab == NULL) {
+            st = load_flush(s, j);
+            if (st == ST_OK) {
+                char note[96];
+                say("load %s: line %llu has no TAB between key and value; %s", j->source,
+                    (unsigned long long)lineno, loaded_note(note, sizeof(note), lineno - 1));
+                st = ST_ERROR;
+            }
+            break;
+        }
+        if (!batch_add(&j->batch, line, len, (size_t)(tab - line), lineno)) {
+            say("load %s: out of memory at line %llu", j->source, (unsigned long long)lineno);
+            st = ST_ERROR;
+            break;
+        }
+        if (j->batch.n >= batch_size)
+            st = load_flush(s, j);
+        if ((lineno & 1023) == 0)
+            show_progress(j, lineno);
+    }
+    if (st == ST_OK && ferror(in)) {
+        say("load %s: read error: %s", j->source, strerror(errno));
+        st = ST_ERROR;
+    }
+    if (st == ST_OK)
+        st = load_flush(s, j);
+    free(line);
+    if (st == ST_OK) {
+        progress_erase();
+        fprintf(stderr, "loaded %llu items\n", (unsigned long long)j->loaded);
+    }
+    return st;
+}
+
+static int run_load(const command *cmd, const args *a)
+{
+    uint64_t batch = LOAD_BATCH_DEFAULT;
+    int st = number_option(cmd, a, OPT_BATCH, 1, LOAD_BATCH_MAX, &batch);
+    if (st != ST_OK)
+        return st;
+    const char *path = a->pos[2];
+    bool is_stdin = strcmp(path, "-") == 0;
+    FILE *in = is_stdin ? stdin : fopen(path, "r");
+    if (in == NULL) {
+        say("open input %s: %s", path, strerror(errno));
+        return ST_ERROR;
+    }
+    load_job j = {.store = a->pos[1],
+                  .source = is_stdin ? "standard input" : path,
+                  .progress = isatty(STDERR_FILENO) == 1,
+                  .start_ms = now_ms()};
+    j.shown_ms = j.start_ms;
+    session s;
+    st = session_open(&s, a->pos[0]);
+    if (st == ST_OK) {
+        s.input_is_data = true;
+        s.txn_max_ms = LONG_TXN_MS; /* --batch may be large */
+        sop_store_info info;
+        st = store_info(&s, j.store, &info);
+        if (st == ST_OK) {
+            j.unique = info.options.is_unique;
+            st = load_stream(&s, &j, in, batch);
+        }
+        session_close(&s);
+    }
+    free(j.batch.bytes);
+    free(j.batch.lines);
+    if (!is_stdin)
+        fclose(in);
+    return st;
+}
+
+/* ------------------------------------------------------------------------
+ * check, recover
+ * ------------------------------------------------------------------------ */
+
+static const char *plural(uint64_t n)
+{
+    return n == 1 ? "" : "s";
+}
+
+static void print_problem(void *ctx, const char *msg)
+{
+    uint64_t *problems = ctx;
+    (*problems)++;
+    printf("%s\n", msg);
+}
+
+static int run_check(const command *cmd, const args *a)
+{
+    (void)cmd;
+    session s;
+    int st = session_open(&s, a->pos[0]);
+    if (st != ST_OK)
+        return st;
+    sop_check_report r;
+    memset(&r, 0, sizeof(r));
+    uint64_t problems = 0;
+    sop_rc rc = sop_db_check(s.db, print_problem, &problems, &r, &s.err);
+    if (rc == SOP_OK || rc == SOP_CORRUPT) {
+        if (r.problems > problems)
+            problems = r.problems;
+        printf("checked %llu store%s, %llu item%s, %llu node%s, %llu blob%s: ",
+               (unsigned long long)r.stores, plural(r.stores), (unsigned long long)r.items,
+               plural(r.items), (unsigned long long)r.nodes, plural(r.nodes),
+               (unsigned long long)r.blobs, plural(r.blobs));
+        if (rc == SOP_OK && problems == 0)
+            printf("clean\n");
+        else
+            printf("%llu problem%s\n", (unsigned long long)problems, plural(problems));
+    }
+    if (rc == SOP_OK && problems > 0)
+        rc = SOP_CORRUPT; /* problems reported but "clean" returned: trust the problems */
+    if (rc == SOP_CORRUPT && problems > 0)
+        snprintf(s.err.msg, sizeof(s.err.msg), "%llu problem%s found (listed on standard output)",
+                 (unsigned long long)problems, plural(problems));
+    st = rc == SOP_OK ? ST_OK : ST_ERROR;
+    if (rc != SOP_OK)
+        fail(&s, blame(&s, rc, "check %s", a->pos[0]));
+    session_close(&s);
+    return st;
+}
+
+static int run_recover(const command *cmd, const args *a)
+{
+    (void)cmd;
+    session s;
+    int st = session_open(&s, a->pos[0]);
+    if (st != ST_OK)
+        return st;
+    sop_rc rc = sop_db_recover(s.db, &s.err);
+    if (rc != SOP_OK)
+        st = fail(&s, blame(&s, rc, "recover %s", a->pos[0]));
+    session_close(&s);
+    return st;
+}
+
+/* ------------------------------------------------------------------------
+ * main
+ * ------------------------------------------------------------------------ */
+
+static const command *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+/* Finishes stdout; a failed write (a full disk) is an error. */
+static int finish_output(int st)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        if (st != ST_OK)
+            return st; /* the command failed and said so already: one line only */
+        say("write to standard output: %s", strerror(errno));
+        return ST_ERROR;
+    }
+    return st;
+}
+
+int main(int argc, char **argv)
+{
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    if (argc < 2)
+        return usage_error(NULL, "no command given");
+    const char *name = argv[1];
+    if (is_help(name)) {
+        print_main_help(stdout);
+        return finish_output(ST_OK);
+    }
+    if (strcmp(name, "--version") == 0) {
+        printf("sop %s\n", SOP_CLI_VERSION);
+        return finish_output(ST_OK);
+    }
+    const command *cmd = find_command(name);
+    if (cmd == NULL)
+        return usage_error(NULL, "unknown command '%s'", name);
+    for (int i = 2; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (is_help(argv[i])) {
+            print_command_help(cmd);
+            return finish_output(ST_OK);
+        }
+    }
+    args a;
+    int st = parse_args(cmd, argc - 2, argv + 2, &a);
+    if (st != ST_OK)
+        return st;
+    static char outbuf[1 << 16];
+    setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
+    return finish_output(cmd->run(cmd, &a));
+}
