@@ -114,8 +114,8 @@ test: deps
 	@SOP_CLI=$(CURDIR)/$(CLI) tests/run $(TEST_BIN) $(wildcard tests/cli/test_*.sh)
 
 test-long: deps
-	@$(MAKE) --no-print-directory $(TEST_BIN)
-	@SOP_TEST_LONG=1 tests/run $(TEST_BIN)
+	@$(MAKE) --no-print-directory $(TEST_BIN) $(CLI)
+	@SOP_TEST_LONG=1 SOP_CLI=$(CURDIR)/$(CLI) tests/run $(TEST_BIN) $(wildcard tests/cli/test_*.sh)
 
 lint: $(LIB_SO)
 	@.ci/lint $(LIB_SO)
