@@ -26,46 +26,11 @@
 #include <stdio.h> /* vsnprintf */
 #include <string.h>
 
+#include "bytes.h"
 #include "crc.h"
 #include "err.h"
 
 /* ---- Little-endian access (invariant 1) ---- */
-
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
 
 static bool all_zero(const uint8_t *p, size_t n)
 {
@@ -123,17 +88,17 @@ size_t sop__node_encoded_size(const sop__node *n)
 void sop__node_encode(const sop__node *n, uint8_t *out)
 {
     memcpy(out + NODE_OFF_MAGIC, NODE_MAGIC, 4);
-    put16(out + NODE_OFF_VERSION, NODE_VERSION);
-    put16(out + NODE_OFF_FLAGS, n->leaf ? NODE_FLAG_LEAF : 0);
+    sop__le_put16(out + NODE_OFF_VERSION, NODE_VERSION);
+    sop__le_put16(out + NODE_OFF_FLAGS, n->leaf ? NODE_FLAG_LEAF : 0);
     memcpy(out + NODE_OFF_ID, n->id, 16);
-    put32(out + NODE_OFF_COUNT, n->count);
+    sop__le_put32(out + NODE_OFF_COUNT, n->count);
     uint8_t *p = out + NODE_HEADER;
     for (uint32_t i = 0; i < n->count; i++) {
         const sop__item *it = &n->items[i];
-        put32(p + ITEM_OFF_KLEN, it->klen);
-        put32(p + ITEM_OFF_VLEN, it->vlen);
-        put32(p + ITEM_OFF_VERSION, it->version);
-        put32(p + ITEM_OFF_FLAGS, it->flags);
+        sop__le_put32(p + ITEM_OFF_KLEN, it->klen);
+        sop__le_put32(p + ITEM_OFF_VLEN, it->vlen);
+        sop__le_put32(p + ITEM_OFF_VERSION, it->version);
+        sop__le_put32(p + ITEM_OFF_FLAGS, it->flags);
         memcpy(p + ITEM_OFF_ID, it->id, 16);
         p += ITEM_HEADER;
         if (it->klen)
@@ -148,7 +113,7 @@ void sop__node_encode(const sop__node *n, uint8_t *out)
         memcpy(p, n->kids, kb);
         p += kb;
     }
-    put32(p, sop__crc32c(0, out, (size_t)(p - out)));
+    sop__le_put32(p, sop__crc32c(0, out, (size_t)(p - out)));
 }
 
 static const char *src_name(const char *what)
@@ -180,21 +145,21 @@ sop_rc sop__node_decode(const uint8_t *in, size_t len, const char *what, sop__no
         return NODE_BAD(0, "%zu bytes are too short for a node body (at least %d)", len,
                         NODE_HEADER + NODE_CRC);
     size_t body = len - NODE_CRC;
-    uint32_t stored = get32(in + body), computed = sop__crc32c(0, in, body);
+    uint32_t stored = sop__le_get32(in + body), computed = sop__crc32c(0, in, body);
     if (stored != computed)
         return NODE_BAD(body, "checksum mismatch (stored 0x%08x, computed 0x%08x)", stored,
                         computed);
     if (memcmp(in + NODE_OFF_MAGIC, NODE_MAGIC, 4) != 0)
         return NODE_BAD(NODE_OFF_MAGIC, "bad magic (not a node body)");
-    uint16_t version = get16(in + NODE_OFF_VERSION);
+    uint16_t version = sop__le_get16(in + NODE_OFF_VERSION);
     if (version != NODE_VERSION)
         return NODE_BAD(NODE_OFF_VERSION, "unsupported node format version %u", version);
-    uint16_t flags = get16(in + NODE_OFF_FLAGS);
+    uint16_t flags = sop__le_get16(in + NODE_OFF_FLAGS);
     if (flags & ~NODE_FLAG_LEAF)
         return NODE_BAD(NODE_OFF_FLAGS, "reserved flag bits 0x%04x set",
                         (unsigned)(flags & ~NODE_FLAG_LEAF));
     bool leaf = (flags & NODE_FLAG_LEAF) != 0;
-    uint32_t count = get32(in + NODE_OFF_COUNT);
+    uint32_t count = sop__le_get32(in + NODE_OFF_COUNT);
     if (count > NODE_COUNT_MAX)
         return NODE_BAD(NODE_OFF_COUNT, "item count %u exceeds %u", count, NODE_COUNT_MAX);
 
@@ -203,8 +168,8 @@ sop_rc sop__node_decode(const uint8_t *in, size_t len, const char *what, sop__no
     for (uint32_t i = 0; i < count; i++) {
         if (body - off < ITEM_HEADER)
             return NODE_BAD(off, "item %u of %u: header runs past the end of the body", i, count);
-        uint32_t klen = get32(in + off + ITEM_OFF_KLEN);
-        uint32_t vlen = get32(in + off + ITEM_OFF_VLEN);
+        uint32_t klen = sop__le_get32(in + off + ITEM_OFF_KLEN);
+        uint32_t vlen = sop__le_get32(in + off + ITEM_OFF_VLEN);
         if (klen == 0 || klen > SOP_KEY_MAX)
             return NODE_BAD(off + ITEM_OFF_KLEN, "item %u: key length %u outside 1..%u", i, klen,
                             SOP_KEY_MAX);
@@ -231,10 +196,10 @@ sop_rc sop__node_decode(const uint8_t *in, size_t len, const char *what, sop__no
     off = NODE_HEADER;
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *p = in + off;
-        uint32_t klen = get32(p + ITEM_OFF_KLEN), vlen = get32(p + ITEM_OFF_VLEN);
+        uint32_t klen = sop__le_get32(p + ITEM_OFF_KLEN), vlen = sop__le_get32(p + ITEM_OFF_VLEN);
         const uint8_t *key = p + ITEM_HEADER;
         sop__node_insert(n, i, key, klen, key + klen, vlen, p + ITEM_OFF_ID,
-                         get32(p + ITEM_OFF_VERSION), get32(p + ITEM_OFF_FLAGS));
+                         sop__le_get32(p + ITEM_OFF_VERSION), sop__le_get32(p + ITEM_OFF_FLAGS));
         off += ITEM_HEADER + (size_t)klen + vlen;
     }
     if (!leaf)
@@ -317,11 +282,11 @@ void sop__storeinfo_encode_state(const sop__storeinfo *s, uint8_t out[SOP__STORE
 {
     memset(out, 0, SOP__STOREINFO_STATE_SIZE);
     memcpy(out + ST_OFF_MAGIC, STATE_MAGIC, 4);
-    put16(out + ST_OFF_VERSION, STATE_VERSION);
-    put64(out + ST_OFF_SEQ, s->seq);
-    put64(out + ST_OFF_COUNT, s->count);
-    put64(out + ST_OFF_UPDATED, (uint64_t)s->updated_ms);
-    put32(out + ST_OFF_CRC, sop__crc32c(0, out, ST_OFF_CRC));
+    sop__le_put16(out + ST_OFF_VERSION, STATE_VERSION);
+    sop__le_put64(out + ST_OFF_SEQ, s->seq);
+    sop__le_put64(out + ST_OFF_COUNT, s->count);
+    sop__le_put64(out + ST_OFF_UPDATED, (uint64_t)s->updated_ms);
+    sop__le_put32(out + ST_OFF_CRC, sop__crc32c(0, out, ST_OFF_CRC));
 }
 
 void sop__storeinfo_encode_fixed(const sop__storeinfo *s, uint8_t *out)
@@ -335,7 +300,7 @@ void sop__storeinfo_encode_fixed(const sop__storeinfo *s, uint8_t *out)
         dl = SOP__STORE_DESC_MAX;
     memset(out, 0, FX_SIZE);
     memcpy(out + FX_OFF_MAGIC, FIXED_MAGIC, 4);
-    put16(out + FX_OFF_VERSION, FIXED_VERSION);
+    sop__le_put16(out + FX_OFF_VERSION, FIXED_VERSION);
     unsigned fl = (s->is_unique ? FL_UNIQUE : 0) |
                   (s->leaf_load_balancing ? FL_LEAF_LOAD_BALANCING : 0) |
                   (s->globally_cached ? FL_GLOBALLY_CACHED : 0) |
@@ -343,21 +308,21 @@ void sop__storeinfo_encode_fixed(const sop__storeinfo *s, uint8_t *out)
                   (s->node_cache_sliding ? FL_NODE_SLIDING : 0) |
                   (s->value_cache_sliding ? FL_VALUE_SLIDING : 0) |
                   (s->storeinfo_cache_sliding ? FL_INFO_SLIDING : 0);
-    put16(out + FX_OFF_FLAGS, (uint16_t)fl);
-    put32(out + FX_OFF_SLOT_LENGTH, s->slot_length);
-    put32(out + FX_OFF_KEY_ORDER, s->key_order_fields);
+    sop__le_put16(out + FX_OFF_FLAGS, (uint16_t)fl);
+    sop__le_put32(out + FX_OFF_SLOT_LENGTH, s->slot_length);
+    sop__le_put32(out + FX_OFF_KEY_ORDER, s->key_order_fields);
     out[FX_OFF_PLACEMENT] = s->placement;
     out[FX_OFF_NAME_LEN] = (uint8_t)nl;
-    put16(out + FX_OFF_DESC_LEN, (uint16_t)dl);
+    sop__le_put16(out + FX_OFF_DESC_LEN, (uint16_t)dl);
     memcpy(out + FX_OFF_ROOT, s->root_id, 16);
-    put64(out + FX_OFF_CREATED, (uint64_t)s->created_ms);
-    put64(out + FX_OFF_REG_CACHE, (uint64_t)s->registry_cache_ms);
-    put64(out + FX_OFF_NODE_CACHE, (uint64_t)s->node_cache_ms);
-    put64(out + FX_OFF_VALUE_CACHE, (uint64_t)s->value_cache_ms);
-    put64(out + FX_OFF_INFO_CACHE, (uint64_t)s->storeinfo_cache_ms);
+    sop__le_put64(out + FX_OFF_CREATED, (uint64_t)s->created_ms);
+    sop__le_put64(out + FX_OFF_REG_CACHE, (uint64_t)s->registry_cache_ms);
+    sop__le_put64(out + FX_OFF_NODE_CACHE, (uint64_t)s->node_cache_ms);
+    sop__le_put64(out + FX_OFF_VALUE_CACHE, (uint64_t)s->value_cache_ms);
+    sop__le_put64(out + FX_OFF_INFO_CACHE, (uint64_t)s->storeinfo_cache_ms);
     memcpy(out + FX_OFF_NAME, s->name, nl);
     memcpy(out + FX_OFF_DESC, s->description, dl);
-    put32(out + FX_OFF_CRC, sop__crc32c(0, out, FX_OFF_CRC));
+    sop__le_put32(out + FX_OFF_CRC, sop__crc32c(0, out, FX_OFF_CRC));
 }
 
 /* "storeinfo: <why> at offset N in <what>" as SOP_CORRUPT. */
@@ -381,14 +346,14 @@ static sop_rc info_bad(sop_err *err, const char *what, size_t off, const char *f
 static sop_rc check_part(const uint8_t *p, size_t size, size_t base, const char *magic,
                          unsigned version, const char *part, const char *what, sop_err *err)
 {
-    uint32_t stored = get32(p + size - 4), computed = sop__crc32c(0, p, size - 4);
+    uint32_t stored = sop__le_get32(p + size - 4), computed = sop__crc32c(0, p, size - 4);
     if (stored != computed)
         return INFO_BAD(base + size - 4,
                         "%s part checksum mismatch (stored 0x%08x, computed 0x%08x)", part, stored,
                         computed);
     if (memcmp(p, magic, 4) != 0)
         return INFO_BAD(base, "bad magic of the %s part (not store information)", part);
-    unsigned v = get16(p + 4);
+    unsigned v = sop__le_get16(p + 4);
     if (v != version)
         return INFO_BAD(base + 4, "unsupported %s part format version %u", part, v);
     return SOP_OK;
@@ -406,15 +371,15 @@ sop_rc sop__storeinfo_decode(const uint8_t *in, size_t len, const char *what, so
                         err));
     SOP__TRY(check_part(fx, FX_SIZE, fb, FIXED_MAGIC, FIXED_VERSION, "fixed", what, err));
 
-    if (get16(st + ST_OFF_RESERVED) != 0)
+    if (sop__le_get16(st + ST_OFF_RESERVED) != 0)
         return INFO_BAD(ST_OFF_RESERVED, "reserved state bytes are not zero");
     if (!all_zero(st + ST_OFF_PAD, ST_OFF_CRC - ST_OFF_PAD))
         return INFO_BAD(ST_OFF_PAD, "state padding is not zero");
 
-    unsigned fl = get16(fx + FX_OFF_FLAGS);
+    unsigned fl = sop__le_get16(fx + FX_OFF_FLAGS);
     if (fl & ~(unsigned)FL_ALL)
         return INFO_BAD(fb + FX_OFF_FLAGS, "reserved flag bits 0x%04x set", fl & ~(unsigned)FL_ALL);
-    uint32_t slot = get32(fx + FX_OFF_SLOT_LENGTH);
+    uint32_t slot = sop__le_get32(fx + FX_OFF_SLOT_LENGTH);
     if (slot < SOP_SLOT_LENGTH_MIN || slot > SOP_SLOT_LENGTH_MAX || slot % 2 != 0)
         return INFO_BAD(fb + FX_OFF_SLOT_LENGTH, "slot_length %u is not an even number in %u..%u",
                         slot, SOP_SLOT_LENGTH_MIN, SOP_SLOT_LENGTH_MAX);
@@ -426,7 +391,7 @@ sop_rc sop__storeinfo_decode(const uint8_t *in, size_t len, const char *what, so
     if (nl < 1 || nl > SOP__STORE_NAME_MAX)
         return INFO_BAD(fb + FX_OFF_NAME_LEN, "name length %u outside 1..%u", nl,
                         SOP__STORE_NAME_MAX);
-    unsigned dl = get16(fx + FX_OFF_DESC_LEN);
+    unsigned dl = sop__le_get16(fx + FX_OFF_DESC_LEN);
     if (dl > SOP__STORE_DESC_MAX)
         return INFO_BAD(fb + FX_OFF_DESC_LEN, "description length %u exceeds %u", dl,
                         SOP__STORE_DESC_MAX);
@@ -450,20 +415,20 @@ sop_rc sop__storeinfo_decode(const uint8_t *in, size_t len, const char *what, so
     s.leaf_load_balancing = (fl & FL_LEAF_LOAD_BALANCING) != 0;
     s.globally_cached = (fl & FL_GLOBALLY_CACHED) != 0;
     s.placement = placement;
-    s.key_order_fields = get32(fx + FX_OFF_KEY_ORDER);
+    s.key_order_fields = sop__le_get32(fx + FX_OFF_KEY_ORDER);
     memcpy(s.root_id, fx + FX_OFF_ROOT, 16);
-    s.created_ms = (int64_t)get64(fx + FX_OFF_CREATED);
-    s.registry_cache_ms = (int64_t)get64(fx + FX_OFF_REG_CACHE);
-    s.node_cache_ms = (int64_t)get64(fx + FX_OFF_NODE_CACHE);
-    s.value_cache_ms = (int64_t)get64(fx + FX_OFF_VALUE_CACHE);
-    s.storeinfo_cache_ms = (int64_t)get64(fx + FX_OFF_INFO_CACHE);
+    s.created_ms = (int64_t)sop__le_get64(fx + FX_OFF_CREATED);
+    s.registry_cache_ms = (int64_t)sop__le_get64(fx + FX_OFF_REG_CACHE);
+    s.node_cache_ms = (int64_t)sop__le_get64(fx + FX_OFF_NODE_CACHE);
+    s.value_cache_ms = (int64_t)sop__le_get64(fx + FX_OFF_VALUE_CACHE);
+    s.storeinfo_cache_ms = (int64_t)sop__le_get64(fx + FX_OFF_INFO_CACHE);
     s.registry_cache_sliding = (fl & FL_REG_SLIDING) != 0;
     s.node_cache_sliding = (fl & FL_NODE_SLIDING) != 0;
     s.value_cache_sliding = (fl & FL_VALUE_SLIDING) != 0;
     s.storeinfo_cache_sliding = (fl & FL_INFO_SLIDING) != 0;
-    s.seq = get64(st + ST_OFF_SEQ);
-    s.count = get64(st + ST_OFF_COUNT);
-    s.updated_ms = (int64_t)get64(st + ST_OFF_UPDATED);
+    s.seq = sop__le_get64(st + ST_OFF_SEQ);
+    s.count = sop__le_get64(st + ST_OFF_COUNT);
+    s.updated_ms = (int64_t)sop__le_get64(st + ST_OFF_UPDATED);
     *out = s;
     return SOP_OK;
 }

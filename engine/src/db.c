@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "crc.h"
 #include "err.h"
 #include "fault.h"
@@ -57,28 +58,6 @@ int64_t sop__now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
 }
 
 static sop_rc path_join(char *out, sop_err *err, const char *a, const char *b)
@@ -118,12 +97,12 @@ static sop_rc read_header(const char *dir, uint32_t *hash_mod, sop_err *err)
     SOP__TRY(rc);
     if (got != sizeof(h) || memcmp(h, HEADER_MAGIC, 8) != 0)
         return sop__err_set(err, SOP_CORRUPT, 0, "%s is not a SOP database header", path);
-    if (get32(h + HEADER_SIZE - 4) != sop__crc32c(0, h, HEADER_SIZE - 4))
+    if (sop__le_get32(h + HEADER_SIZE - 4) != sop__crc32c(0, h, HEADER_SIZE - 4))
         return sop__err_set(err, SOP_CORRUPT, 0, "%s: bad checksum", path);
-    if (get32(h + 8) != FORMAT_VERSION)
+    if (sop__le_get32(h + 8) != FORMAT_VERSION)
         return sop__err_set(err, SOP_CORRUPT, 0, "%s: unsupported format version %u", path,
-                            get32(h + 8));
-    *hash_mod = get32(h + 12);
+                            sop__le_get32(h + 8));
+    *hash_mod = sop__le_get32(h + 12);
     if (*hash_mod < SOP__REG_HASH_MOD_MIN || *hash_mod > SOP__REG_HASH_MOD_MAX)
         return sop__err_set(err, SOP_CORRUPT, 0, "%s: hash modulus %u out of range", path,
                             *hash_mod);
@@ -171,13 +150,13 @@ sop_rc sop_db_init(const char *dir, const sop_db_options *opts, sop_err *err)
     uint8_t h[HEADER_SIZE];
     memset(h, 0, sizeof(h));
     memcpy(h, HEADER_MAGIC, 8);
-    put32(h + 8, FORMAT_VERSION);
-    put32(h + 12, mod);
+    sop__le_put32(h + 8, FORMAT_VERSION);
+    sop__le_put32(h + 12, mod);
     uint8_t id[16];
     sop__uuid_v4(id);
     memcpy(h + 16, id, 16);
-    put64(h + 32, (uint64_t)sop__now_ms());
-    put32(h + HEADER_SIZE - 4, sop__crc32c(0, h, HEADER_SIZE - 4));
+    sop__le_put64(h + 32, (uint64_t)sop__now_ms());
+    sop__le_put32(h + HEADER_SIZE - 4, sop__crc32c(0, h, HEADER_SIZE - 4));
     int fd;
     SOP__TRY(sop__os_open(SOP__SITE_DB_HEADER, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600, &fd, err));
     rc = sop__os_pwrite_all(SOP__SITE_DB_HEADER, fd, h, sizeof(h), 0, tmp, err);
@@ -211,12 +190,13 @@ static sop_rc state_read(sop_db *db, lockstate *s, sop_err *err)
     memset(s, 0, sizeof(*s));
     SOP__TRY(sop__os_pread_full(SOP__SITE_DB_LOCK, db->lock_fd, b, sizeof(b), STATE_OFF, &got,
                                 "lock file", err));
-    if (got < sizeof(b) || get32(b) != STATE_MAGIC || get32(b + 60) != sop__crc32c(0, b, 60))
+    if (got < sizeof(b) || sop__le_get32(b) != STATE_MAGIC ||
+        sop__le_get32(b + 60) != sop__crc32c(0, b, 60))
         return SOP_OK; /* never written, or lost with a crash: recovery sorts it out */
-    s->seq = get64(b + 8);
+    s->seq = sop__le_get64(b + 8);
     s->pending = b[16] != 0;
     memcpy(s->owner, b + 20, 16);
-    s->pending_seq = get64(b + 36);
+    s->pending_seq = sop__le_get64(b + 36);
     return SOP_OK;
 }
 
@@ -224,12 +204,12 @@ static sop_rc state_write(sop_db *db, const lockstate *s, sop_err *err)
 {
     uint8_t b[64];
     memset(b, 0, sizeof(b));
-    put32(b, STATE_MAGIC);
-    put64(b + 8, s->seq);
+    sop__le_put32(b, STATE_MAGIC);
+    sop__le_put64(b + 8, s->seq);
     b[16] = s->pending ? 1 : 0;
     memcpy(b + 20, s->owner, 16);
-    put64(b + 36, s->pending_seq);
-    put32(b + 60, sop__crc32c(0, b, 60));
+    sop__le_put64(b + 36, s->pending_seq);
+    sop__le_put32(b + 60, sop__crc32c(0, b, 60));
     /* Not synced: the marker only matters while the machine is up; after a
      * machine crash, full recovery redoes everything past the checkpoint. */
     return sop__os_pwrite_all(SOP__SITE_DB_LOCK, db->lock_fd, b, sizeof(b), STATE_OFF, "lock file",
@@ -247,12 +227,13 @@ static sop_rc ckpt_read(sop_db *db, uint64_t *gen, uint64_t *ckpt_seq, sop_err *
         size_t got = 0;
         SOP__TRY(sop__os_pread_full(SOP__SITE_DB_LOCK, db->lock_fd, b, sizeof(b),
                                     CKPT_OFF + 512u * (unsigned)slot, &got, "lock file", err));
-        if (got < sizeof(b) || get32(b) != CKPT_MAGIC || get32(b + 28) != sop__crc32c(0, b, 28))
+        if (got < sizeof(b) || sop__le_get32(b) != CKPT_MAGIC ||
+            sop__le_get32(b + 28) != sop__crc32c(0, b, 28))
             continue;
-        uint64_t g = get64(b + 8);
+        uint64_t g = sop__le_get64(b + 8);
         if (g > *gen) {
             *gen = g;
-            *ckpt_seq = get64(b + 16);
+            *ckpt_seq = sop__le_get64(b + 16);
         }
     }
     return SOP_OK;
@@ -264,10 +245,10 @@ static sop_rc ckpt_write(sop_db *db, uint64_t ckpt_seq, sop_err *err)
     SOP__TRY(ckpt_read(db, &gen, &old, err));
     uint8_t b[32];
     memset(b, 0, sizeof(b));
-    put32(b, CKPT_MAGIC);
-    put64(b + 8, gen + 1);
-    put64(b + 16, ckpt_seq);
-    put32(b + 28, sop__crc32c(0, b, 28));
+    sop__le_put32(b, CKPT_MAGIC);
+    sop__le_put64(b + 8, gen + 1);
+    sop__le_put64(b + 16, ckpt_seq);
+    sop__le_put32(b + 28, sop__crc32c(0, b, 28));
     SOP__TRY(sop__os_pwrite_all(SOP__SITE_DB_LOCK, db->lock_fd, b, sizeof(b),
                                 CKPT_OFF + 512u * (unsigned)((gen + 1) % 2), "lock file", err));
     return sop__os_fdatasync(SOP__SITE_DB_LOCK, db->lock_fd, "lock file", err);
@@ -443,13 +424,13 @@ static const uint8_t *take(rd *r, size_t n)
 static uint32_t take32(rd *r)
 {
     const uint8_t *p = take(r, 4);
-    return p ? get32(p) : 0;
+    return p ? sop__le_get32(p) : 0;
 }
 
 static uint64_t take64(rd *r)
 {
     const uint8_t *p = take(r, 8);
-    return p ? get64(p) : 0;
+    return p ? sop__le_get64(p) : 0;
 }
 
 #define REDO_MAGIC  0x4f445253u /* "SRDO" */
@@ -733,10 +714,10 @@ static sop_rc checkpoint_locked(sop_db *db, sop_err *err)
                 if (p == NULL)
                     return sop__err_set(err, SOP_NOMEM, 0, "checkpoint: no memory");
                 size_t nl = strlen(ts->info.name), off = 0;
-                put32(p, (uint32_t)nl);
+                sop__le_put32(p, (uint32_t)nl);
                 memcpy(p + 4, ts->info.name, nl);
                 off = 4 + nl;
-                put32(p + off, (uint32_t)ts->nactive);
+                sop__le_put32(p + off, (uint32_t)ts->nactive);
                 memcpy(p + off + 4, ts->active, ts->nactive * 16);
                 sop_rc rc = sop__log_append(db->log, SOP__LOG_INTENT, t->id, 0, p,
                                             off + 4 + ts->nactive * 16, err);
@@ -787,13 +768,13 @@ sop_rc sop__db_prepared_read(const char *path, sop_prepared_info *info, uint8_t 
     sop__os_close(SOP__SITE_PREP_READ, fd, path, NULL);
     /* layout: magic 8, txid 16, prepared_ms 8, owner 256, payload length 8,
      * payload, CRC-32C of everything before it */
-    if (rc == SOP_OK &&
-        (got != size || memcmp(buf, PREP_MAGIC, 8) != 0 ||
-         get32(buf + size - 4) != sop__crc32c(0, buf, size - 4) || get64(buf + 288) != size - 300))
+    if (rc == SOP_OK && (got != size || memcmp(buf, PREP_MAGIC, 8) != 0 ||
+                         sop__le_get32(buf + size - 4) != sop__crc32c(0, buf, size - 4) ||
+                         sop__le_get64(buf + 288) != size - 300))
         rc = sop__err_set(err, SOP_CORRUPT, 0, "prepared transaction %s: bad contents", path);
     if (rc == SOP_OK) {
         memcpy(info->txid, buf + 8, 16);
-        info->prepared_ms = (int64_t)get64(buf + 24);
+        info->prepared_ms = (int64_t)sop__le_get64(buf + 24);
         memcpy(info->owner, buf + 32, 256);
         info->owner[255] = '\0';
         *len = size - 300;
@@ -825,11 +806,11 @@ sop_rc sop__db_prepared_write(sop_db *db, const uint8_t txid[16], const char *ow
         return sop__err_set(err, SOP_NOMEM, 0, "prepare: no memory");
     memcpy(buf, PREP_MAGIC, 8);
     memcpy(buf + 8, txid, 16);
-    put64(buf + 24, (uint64_t)sop__now_ms());
+    sop__le_put64(buf + 24, (uint64_t)sop__now_ms());
     snprintf((char *)buf + 32, 256, "%s", owner ? owner : "");
-    put64(buf + 288, len);
+    sop__le_put64(buf + 288, len);
     memcpy(buf + 296, payload, len);
-    put32(buf + size - 4, sop__crc32c(0, buf, size - 4));
+    sop__le_put32(buf + size - 4, sop__crc32c(0, buf, size - 4));
     int fd;
     sop_rc rc =
         sop__os_open(SOP__SITE_PREP_WRITE, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600, &fd, err);

@@ -58,6 +58,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "bytes.h"
 #include "crc.h"
 #include "err.h"
 #include "fault.h"
@@ -96,31 +97,6 @@ _Static_assert((uint64_t)SOP__REG_HASH_MOD_MAX *SOP__REG_BLOCK < (uint64_t)INT64
 
 static const uint8_t zero_block[SOP__REG_BLOCK];
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
 static uint64_t get_be64(const uint8_t *p)
 {
     uint64_t v = 0;
@@ -135,8 +111,8 @@ void sop__handle_encode(const sop__handle *h, uint8_t out[SOP__HANDLE_SIZE])
     memcpy(out + H_PA, h->pa, 16);
     memcpy(out + H_PB, h->pb, 16);
     out[H_ACTIVE_B] = h->active_b ? 1 : 0;
-    put_le32(out + H_VERSION, (uint32_t)h->version);
-    put_le64(out + H_WIP, (uint64_t)h->wip_ms);
+    sop__le_put32(out + H_VERSION, (uint32_t)h->version);
+    sop__le_put64(out + H_WIP, (uint64_t)h->wip_ms);
     out[H_DELETED] = h->deleted ? 1 : 0;
 }
 
@@ -147,8 +123,8 @@ void sop__handle_decode(const uint8_t in[SOP__HANDLE_SIZE], sop__handle *h)
     memcpy(h->pa, in + H_PA, 16);
     memcpy(h->pb, in + H_PB, 16);
     h->active_b = in[H_ACTIVE_B] == 1;
-    h->version = (int32_t)get_le32(in + H_VERSION);
-    h->wip_ms = (int64_t)get_le64(in + H_WIP);
+    h->version = (int32_t)sop__le_get32(in + H_VERSION);
+    h->wip_ms = (int64_t)sop__le_get64(in + H_WIP);
     h->deleted = in[H_DELETED] == 1;
 }
 
@@ -175,7 +151,7 @@ static bool slot_empty(const uint8_t *slot)
 /* Invariant 3: the Go original's rule (an all-zero block needs no CRC). */
 static bool block_valid(const uint8_t *b)
 {
-    uint32_t stored = get_le32(b + REG_CRC_OFF);
+    uint32_t stored = sop__le_get32(b + REG_CRC_OFF);
     if (sop__crc32_ieee(0, b, REG_DATA) == stored)
         return true;
     return stored == 0 && is_zero(b, REG_DATA);
@@ -184,7 +160,7 @@ static bool block_valid(const uint8_t *b)
 static void block_seal(uint8_t *b)
 {
     uint32_t crc = is_zero(b, REG_DATA) ? 0 : sop__crc32_ieee(0, b, REG_DATA);
-    put_le32(b + REG_CRC_OFF, crc);
+    sop__le_put32(b + REG_CRC_OFF, crc);
 }
 
 /* ---- The registry object ---- */
@@ -818,7 +794,7 @@ static sop_rc apply_block(sop__registry *r, uint32_t b, const sop__reg_op *ops, 
             if (i == 0)
                 continue; /* absent: nothing to do */
             uint8_t *slot = buf_of(r, i) + (size_t)ents[k].slot * SOP__HANDLE_SIZE;
-            int32_t v = (int32_t)get_le32(slot + H_VERSION);
+            int32_t v = (int32_t)sop__le_get32(slot + H_VERSION);
             if ((flags & SOP__REG_IF_NEWER) && v > h->version)
                 continue;
             memset(slot, 0, SOP__HANDLE_SIZE);
@@ -828,7 +804,7 @@ static sop_rc apply_block(sop__registry *r, uint32_t b, const sop__reg_op *ops, 
         if (i != 0) {
             uint8_t *slot = buf_of(r, i) + (size_t)ents[k].slot * SOP__HANDLE_SIZE;
             if (flags & SOP__REG_IF_NEWER) {
-                int32_t v = (int32_t)get_le32(slot + H_VERSION);
+                int32_t v = (int32_t)sop__le_get32(slot + H_VERSION);
                 /* A block that failed its checksum may hold a torn copy of
                  * the very version being redone: rewrite equal versions. */
                 bool newer = r->bad[i - 1] ? v <= h->version : v < h->version;
@@ -1023,7 +999,7 @@ sop_rc sop__registry_scan(sop__registry *r, sop_rc (*fn)(void *ctx, const sop__h
             for (uint32_t k = 0; rc == SOP_OK && k < nb; k++) {
                 uint8_t *buf = chunk + (size_t)k * SOP__REG_BLOCK;
                 uint32_t b = b0 + k;
-                if (get_le32(buf + REG_CRC_OFF) == 0 && is_zero(buf, REG_DATA))
+                if (sop__le_get32(buf + REG_CRC_OFF) == 0 && is_zero(buf, REG_DATA))
                     continue;
                 if (!block_valid(buf)) {
                     rc = block_read_checked(r, i, b, buf, err);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "err.h"
 #include "fault.h"
 #include "mem.h"
@@ -68,24 +69,21 @@ static void buf_u8(buf *b, uint8_t v)
 
 static void buf_u32(buf *b, uint32_t v)
 {
-    uint8_t x[4];
-    for (int i = 0; i < 4; i++, v >>= 8)
-        x[i] = (uint8_t)v;
-    buf_put(b, x, 4);
+    uint8_t *at = buf_room(b, 4);
+    if (at)
+        sop__le_put32(at, v);
 }
 
 static void buf_u64(buf *b, uint64_t v)
 {
-    uint8_t x[8];
-    for (int i = 0; i < 8; i++, v >>= 8)
-        x[i] = (uint8_t)v;
-    buf_put(b, x, 8);
+    uint8_t *at = buf_room(b, 8);
+    if (at)
+        sop__le_put64(at, v);
 }
 
 static void put_u32_at(buf *b, size_t at, uint32_t v)
 {
-    for (int i = 0; i < 4; i++, v >>= 8)
-        b->p[at + (size_t)i] = (uint8_t)v;
+    sop__le_put32(b->p + at, v);
 }
 
 /* ---- transactions ------------------------------------------------------ */

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "bytes.h"
 #include "crc.h"
 #include "err.h"
 #include "fault.h"
@@ -41,28 +42,6 @@ struct sop__log {
     uint64_t size; /* preallocated file size */
 };
 
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -75,11 +54,11 @@ static sop_rc write_header(sop__log *l, sop_err *err)
     uint8_t h[SOP__LOG_HEADER];
     memset(h, 0, sizeof(h));
     memcpy(h, LOG_MAGIC, 8);
-    put32(h + 8, LOG_VERSION);
+    sop__le_put32(h + 8, LOG_VERSION);
     memcpy(h + 16, l->owner, 16);
-    put64(h + 32, l->epoch);
-    put64(h + 40, (uint64_t)now_ms());
-    put32(h + 48, sop__crc32c(0, h, 48));
+    sop__le_put64(h + 32, l->epoch);
+    sop__le_put64(h + 40, (uint64_t)now_ms());
+    sop__le_put32(h + 48, sop__crc32c(0, h, 48));
     SOP__TRY(sop__os_pwrite_all(SOP__SITE_LOG_RESET, l->fd, h, sizeof(h), 0, l->path, err));
     return sop__os_fdatasync(SOP__SITE_LOG_SYNC, l->fd, l->path, err);
 }
@@ -140,13 +119,13 @@ sop_rc sop__log_append(sop__log *l, uint8_t type, const uint8_t txid[16], uint64
                             len);
     uint8_t h[SOP__LOG_RECHDR];
     memset(h, 0, sizeof(h));
-    put32(h, REC_MAGIC);
+    sop__le_put32(h, REC_MAGIC);
     h[4] = type;
-    put64(h + 8, l->epoch);
-    put64(h + 16, seq);
+    sop__le_put64(h + 8, l->epoch);
+    sop__le_put64(h + 16, seq);
     memcpy(h + 24, txid, 16);
-    put32(h + 40, (uint32_t)len);
-    put32(h + 44, sop__crc32c(sop__crc32c(0, h, 44), payload, len));
+    sop__le_put32(h + 40, (uint32_t)len);
+    sop__le_put32(h + 44, sop__crc32c(sop__crc32c(0, h, 44), payload, len));
     if (l->broken)
         return sop__err_set(err, SOP_IO, 0,
                             "log %s: unusable after a failed sync; reopen the database", l->path);
@@ -239,12 +218,12 @@ sop_rc sop__log_scan(int fd, const char *path, sop_rc (*fn)(void *ctx, const sop
     uint8_t h[64];
     size_t got;
     SOP__TRY(sop__os_pread_full(SOP__SITE_LOG_READ, fd, h, 52, 0, &got, path, err));
-    if (got < 52 || memcmp(h, LOG_MAGIC, 8) != 0 || get32(h + 48) != sop__crc32c(0, h, 48))
+    if (got < 52 || memcmp(h, LOG_MAGIC, 8) != 0 || sop__le_get32(h + 48) != sop__crc32c(0, h, 48))
         return SOP_OK; /* never got a valid header: created and died at once */
-    if (get32(h + 8) != LOG_VERSION)
+    if (sop__le_get32(h + 8) != LOG_VERSION)
         return sop__err_set(err, SOP_CORRUPT, 0, "log %s: unsupported version %u", path,
-                            get32(h + 8));
-    uint64_t epoch = get64(h + 32);
+                            sop__le_get32(h + 8));
+    uint64_t epoch = sop__le_get64(h + 32);
     struct stat st;
     SOP__TRY(sop__os_fstat(SOP__SITE_LOG_READ, fd, &st, path, err));
     uint64_t size = (uint64_t)st.st_size, off = SOP__LOG_HEADER;
@@ -255,9 +234,9 @@ sop_rc sop__log_scan(int fd, const char *path, sop_rc (*fn)(void *ctx, const sop
         rc = sop__os_pread_full(SOP__SITE_LOG_READ, fd, h, SOP__LOG_RECHDR, off, &got, path, err);
         if (rc != SOP_OK || got < SOP__LOG_RECHDR)
             break;
-        if (get32(h) != REC_MAGIC || get64(h + 8) != epoch)
+        if (sop__le_get32(h) != REC_MAGIC || sop__le_get64(h + 8) != epoch)
             break;
-        uint32_t len = get32(h + 40);
+        uint32_t len = sop__le_get32(h + 40);
         if (len >= PAYLOAD_MAX || off + SOP__LOG_RECHDR + len > size)
             break;
         if (len > cap) {
@@ -276,9 +255,9 @@ sop_rc sop__log_scan(int fd, const char *path, sop_rc (*fn)(void *ctx, const sop
             if (rc != SOP_OK || got < len)
                 break;
         }
-        if (get32(h + 44) != sop__crc32c(sop__crc32c(0, h, 44), buf, len))
+        if (sop__le_get32(h + 44) != sop__crc32c(sop__crc32c(0, h, 44), buf, len))
             break; /* a torn tail */
-        sop__logrec r = {.type = h[4], .seq = get64(h + 16), .payload = buf, .len = len};
+        sop__logrec r = {.type = h[4], .seq = sop__le_get64(h + 16), .payload = buf, .len = len};
         memcpy(r.txid, h + 24, 16);
         if ((rc = fn(ctx, &r)) != SOP_OK)
             break;
