@@ -189,7 +189,7 @@ static sop_rc state_read(sop_db *db, lockstate *s, sop_err *err)
     size_t got = 0;
     memset(s, 0, sizeof(*s));
     SOP__TRY(sop__os_pread_full(SOP__SITE_DB_LOCK, db->lock_fd, b, sizeof(b), STATE_OFF, &got,
-                                "lock file", err));
+                                db->lockpath, err));
     if (got < sizeof(b) || sop__le_get32(b) != STATE_MAGIC ||
         sop__le_get32(b + 60) != sop__crc32c(0, b, 60))
         return SOP_OK; /* never written, or lost with a crash: recovery sorts it out */
@@ -212,7 +212,7 @@ static sop_rc state_write(sop_db *db, const lockstate *s, sop_err *err)
     sop__le_put32(b + 60, sop__crc32c(0, b, 60));
     /* Not synced: the marker only matters while the machine is up; after a
      * machine crash, full recovery redoes everything past the checkpoint. */
-    return sop__os_pwrite_all(SOP__SITE_DB_LOCK, db->lock_fd, b, sizeof(b), STATE_OFF, "lock file",
+    return sop__os_pwrite_all(SOP__SITE_DB_LOCK, db->lock_fd, b, sizeof(b), STATE_OFF, db->lockpath,
                               err);
 }
 
@@ -226,7 +226,7 @@ static sop_rc ckpt_read(sop_db *db, uint64_t *gen, uint64_t *ckpt_seq, sop_err *
         uint8_t b[32];
         size_t got = 0;
         SOP__TRY(sop__os_pread_full(SOP__SITE_DB_LOCK, db->lock_fd, b, sizeof(b),
-                                    CKPT_OFF + 512u * (unsigned)slot, &got, "lock file", err));
+                                    CKPT_OFF + 512u * (unsigned)slot, &got, db->lockpath, err));
         if (got < sizeof(b) || sop__le_get32(b) != CKPT_MAGIC ||
             sop__le_get32(b + 28) != sop__crc32c(0, b, 28))
             continue;
@@ -250,8 +250,8 @@ static sop_rc ckpt_write(sop_db *db, uint64_t ckpt_seq, sop_err *err)
     sop__le_put64(b + 16, ckpt_seq);
     sop__le_put32(b + 28, sop__crc32c(0, b, 28));
     SOP__TRY(sop__os_pwrite_all(SOP__SITE_DB_LOCK, db->lock_fd, b, sizeof(b),
-                                CKPT_OFF + 512u * (unsigned)((gen + 1) % 2), "lock file", err));
-    return sop__os_fdatasync(SOP__SITE_DB_LOCK, db->lock_fd, "lock file", err);
+                                CKPT_OFF + 512u * (unsigned)((gen + 1) % 2), db->lockpath, err));
+    return sop__os_fdatasync(SOP__SITE_DB_LOCK, db->lock_fd, db->lockpath, err);
 }
 
 static void sleep_ms(unsigned ms)
@@ -269,7 +269,7 @@ sop_rc sop__db_lock(sop_db *db, bool exclusive, int64_t deadline_ms, sop_err *er
     for (;;) {
         sop_rc rc = sop__os_lock(SOP__SITE_DB_LOCK, db->lock_fd,
                                  exclusive ? SOP__OS_LOCK_EXCLUSIVE : SOP__OS_LOCK_SHARED, 0, 1,
-                                 false, "commit lock", err);
+                                 false, db->lockpath, err);
         if (rc == SOP_OK) {
             db->locked = true;
             return SOP_OK;
@@ -278,8 +278,8 @@ sop_rc sop__db_lock(sop_db *db, bool exclusive, int64_t deadline_ms, sop_err *er
             return rc;
         if (sop__now_ms() >= limit)
             return sop__err_set(err, SOP_TIMEOUT, 0,
-                                "commit lock of %s: still held by another process after %u ms",
-                                db->dir, db->opts.lock_timeout_ms);
+                                "commit lock %s: still held by another process after %u ms",
+                                db->lockpath, db->opts.lock_timeout_ms);
         /* jittered exponential backoff, 1..32 ms */
         sleep_ms(backoff + (unsigned)(sop__random64() % backoff));
         if (backoff < 32)
@@ -291,7 +291,7 @@ void sop__db_unlock(sop_db *db)
 {
     if (!db->locked)
         return;
-    sop__os_unlock(SOP__SITE_DB_LOCK, db->lock_fd, 0, 1, "commit lock", NULL);
+    sop__os_unlock(SOP__SITE_DB_LOCK, db->lock_fd, 0, 1, db->lockpath, NULL);
     db->locked = false;
 }
 
@@ -332,6 +332,14 @@ sop_rc sop__db_set_pending(sop_db *db, uint64_t seq, sop_err *err)
         s.seq = seq;
     log_owner(db, s.owner);
     return state_write(db, &s, err);
+}
+
+sop_rc sop__db_pending(sop_db *db, bool *pending, sop_err *err)
+{
+    lockstate s;
+    SOP__TRY(state_read(db, &s, err));
+    *pending = s.pending;
+    return SOP_OK;
 }
 
 sop_rc sop__db_clear_pending(sop_db *db, sop_err *err)
@@ -546,10 +554,15 @@ static sop_rc apply_store(sop_db *db, const redo_store *s, bool recovering, sop_
         SOP__TRY(rc);
         if (strcmp(info.name, s->name) != 0)
             return sop__err_set(err, SOP_CORRUPT, 0, "redo record: store name mismatch");
-        SOP__TRY(sop__repo_create(db->dir, &info, err));
+        SOP__TRY(sop__repo_create(db->dir, &info, recovering, err));
         SOP__CRASH_POINT(P2_STORES_CREATED);
     } else {
-        SOP__TRY(sop__repo_read(db->dir, s->name, &info, err));
+        sop_rc rc = sop__repo_read(db->dir, s->name, &info, err);
+        /* a state sector torn by the crash being recovered: the record
+         * holds the state to write, the fixed part is read on its own */
+        if (rc == SOP_CORRUPT)
+            rc = sop__repo_read_fixed(db->dir, s->name, &info, err);
+        SOP__TRY(rc);
     }
     sop__dbstore *st;
     SOP__TRY(sop__db_store(db, s->name, &st, err));
@@ -683,10 +696,91 @@ sop_rc sop__redo_discard(sop_db *db, const uint8_t *payload, size_t len, sop_err
 
 /* Under the commit lock: everything applied so far becomes durable, the
  * mark records it, and this handle's log starts over. */
+sop_rc sop__db_abandon(sop_db *db, const uint8_t txid[16], const char *store,
+                       const uint8_t (*ids)[16], size_t n, sop_err *err)
+{
+    sop__abandoned *g = sop__realloc(db->abandoned, (db->nabandoned + 1) * sizeof(*g));
+    if (g == NULL)
+        return sop__err_set(err, SOP_NOMEM, 0, "database: no memory");
+    db->abandoned = g;
+    sop__abandoned *a = &g[db->nabandoned];
+    memcpy(a->txid, txid, 16);
+    snprintf(a->name, sizeof(a->name), "%s", store);
+    a->ids = sop__malloc(n * 16);
+    if (a->ids == NULL)
+        return sop__err_set(err, SOP_NOMEM, 0, "database: no memory");
+    memcpy(a->ids, ids, n * 16);
+    a->n = n;
+    db->nabandoned++;
+    return SOP_OK;
+}
+
+/* Tries again to remove abandoned values; keeps what still fails. */
+static void retry_abandoned(sop_db *db)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < db->nabandoned; i++) {
+        sop__abandoned *a = &db->abandoned[i];
+        sop__dbstore *st;
+        size_t left = 0;
+        bool usable = sop__db_store(db, a->name, &st, NULL) == SOP_OK;
+        for (size_t k = 0; k < a->n; k++)
+            if (!usable || sop__blob_remove(st->blobs, a->ids[k], NULL) != SOP_OK)
+                memmove(a->ids[left++], a->ids[k], 16);
+        a->n = left;
+        if (left == 0)
+            sop__free(a->ids);
+        else
+            db->abandoned[keep++] = *a;
+    }
+    db->nabandoned = keep;
+}
+
+/* An INTENT record: store name length, name, count, IDs. */
+sop_rc sop__db_append_intent(sop_db *db, const uint8_t txid[16], const char *name,
+                             const uint8_t (*ids)[16], size_t n, sop_err *err)
+{
+    size_t nl = strlen(name), off = 4 + nl;
+    uint8_t *p = sop__malloc(off + 4 + n * 16);
+    if (p == NULL)
+        return sop__err_set(err, SOP_NOMEM, 0, "log: no memory for an intent");
+    sop__le_put32(p, (uint32_t)nl);
+    memcpy(p + 4, name, nl);
+    sop__le_put32(p + off, (uint32_t)n);
+    memcpy(p + off + 4, ids, n * 16);
+    sop_rc rc = sop__log_append(db->log, SOP__LOG_INTENT, txid, 0, p, off + 4 + n * 16, err);
+    sop__free(p);
+    return rc;
+}
+
 static sop_rc redo_pending(sop_db *db, sop_err *err);
+
+/* Removes leftover prepared files of committed transactions; SOP_IO while
+ * any remains (the log must keep the COMMIT records that prove them). */
+static sop_rc retry_leftover_prep(sop_db *db, sop_err *err)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < db->nleftover_prep; i++) {
+        char path[SOP__PATH_MAX];
+        sop_rc rc = sop__db_prepared_path(db, db->leftover_prep[i], path, NULL);
+        if (rc == SOP_OK)
+            rc = sop__os_unlink(SOP__SITE_PREP_REMOVE, path, NULL);
+        if (rc != SOP_OK && rc != SOP_NOTFOUND)
+            memmove(db->leftover_prep[keep++], db->leftover_prep[i], 16);
+    }
+    db->nleftover_prep = keep;
+    if (keep)
+        return sop__err_set(err, SOP_IO, 0,
+                            "checkpoint: %zu committed prepared transaction files in %s cannot "
+                            "be removed; the log is kept",
+                            keep, db->txlog);
+    return SOP_OK;
+}
 
 static sop_rc checkpoint_locked(sop_db *db, sop_err *err)
 {
+    retry_abandoned(db);
+    SOP__TRY(retry_leftover_prep(db, err));
     SOP__TRY(redo_pending(db, err));
     lockstate s;
     SOP__TRY(state_read(db, &s, err));
@@ -707,24 +801,16 @@ static sop_rc checkpoint_locked(sop_db *db, sop_err *err)
         for (sop_txn *t = db->txns; t; t = t->next_open) {
             if (t->state != SOP__TXN_ACTIVE)
                 continue;
-            for (sop__txstore *ts = t->stores; ts; ts = ts->next) {
-                if (ts->nactive == 0)
-                    continue;
-                uint8_t *p = sop__malloc(4 + SOP__STORE_NAME_MAX + 4 + ts->nactive * 16);
-                if (p == NULL)
-                    return sop__err_set(err, SOP_NOMEM, 0, "checkpoint: no memory");
-                size_t nl = strlen(ts->info.name), off = 0;
-                sop__le_put32(p, (uint32_t)nl);
-                memcpy(p + 4, ts->info.name, nl);
-                off = 4 + nl;
-                sop__le_put32(p + off, (uint32_t)ts->nactive);
-                memcpy(p + off + 4, ts->active, ts->nactive * 16);
-                sop_rc rc = sop__log_append(db->log, SOP__LOG_INTENT, t->id, 0, p,
-                                            off + 4 + ts->nactive * 16, err);
-                sop__free(p);
-                SOP__TRY(rc);
-            }
+            for (sop__txstore *ts = t->stores; ts; ts = ts->next)
+                if (ts->nactive > 0)
+                    SOP__TRY(sop__db_append_intent(db, t->id, ts->info.name,
+                                                   (const uint8_t(*)[16])ts->active, ts->nactive,
+                                                   err));
         }
+        for (size_t i = 0; i < db->nabandoned; i++)
+            SOP__TRY(sop__db_append_intent(db, db->abandoned[i].txid, db->abandoned[i].name,
+                                           (const uint8_t(*)[16])db->abandoned[i].ids,
+                                           db->abandoned[i].n, err));
         SOP__TRY(sop__log_sync(db->log, err));
     }
     return SOP_OK;
@@ -821,12 +907,17 @@ sop_rc sop__db_prepared_write(sop_db *db, const uint8_t txid[16], const char *ow
         sop__os_close(SOP__SITE_PREP_WRITE, fd, tmp, NULL);
     }
     sop__free(buf);
+    bool renamed = false;
     if (rc == SOP_OK)
-        rc = sop__os_rename(SOP__SITE_PREP_WRITE, tmp, path, err);
+        renamed = (rc = sop__os_rename(SOP__SITE_PREP_WRITE, tmp, path, err)) == SOP_OK;
     if (rc == SOP_OK)
         rc = sop__os_fsync_dir(SOP__SITE_PREP_WRITE, db->txlog, err);
-    if (rc != SOP_OK)
-        sop__os_unlink(SOP__SITE_PREP_REMOVE, tmp, NULL);
+    if (rc != SOP_OK) {
+        /* not prepared: no file may claim it was (nor survive a crash) */
+        sop__os_unlink(SOP__SITE_PREP_REMOVE, renamed ? path : tmp, NULL);
+        if (renamed)
+            sop__os_fsync_dir(SOP__SITE_PREP_REMOVE, db->txlog, NULL);
+    }
     return rc;
 }
 
@@ -881,7 +972,10 @@ sop_rc sop__db_prepared_claims(sop_db *db,
     return each_prepared(db, claims_one, &c, err);
 }
 
+static sop_rc committed_in_logs(sop_db *db, const uint8_t txid[16], bool *found, sop_err *err);
+
 typedef struct list_ctx {
+    sop_db *db;
     void (*fn)(void *ctx, const sop_prepared_info *info);
     void *ctx;
     sop_err *err;
@@ -898,6 +992,12 @@ static sop_rc list_one(void *ctx, const char *path)
         return SOP_OK;
     SOP__TRY(rc);
     sop__free(payload);
+    bool done = false;
+    SOP__TRY(committed_in_logs(c->db, info.txid, &done, c->err));
+    if (done) {
+        sop__os_unlink(SOP__SITE_PREP_REMOVE, path, NULL); /* a committed leftover */
+        return SOP_OK;
+    }
     c->fn(c->ctx, &info);
     return SOP_OK;
 }
@@ -907,8 +1007,57 @@ sop_rc sop_db_list_prepared(sop_db *db, void (*fn)(void *ctx, const sop_prepared
 {
     if (db == NULL || fn == NULL)
         return sop__err_set(err, SOP_INVALID, 0, "sop_db_list_prepared: NULL argument");
-    list_ctx c = {fn, ctx, err};
+    list_ctx c = {db, fn, ctx, err};
     return each_prepared(db, list_one, &c, err);
+}
+
+typedef struct find_txid {
+    const uint8_t *txid;
+    bool found;
+} find_txid;
+
+static sop_rc match_commit(void *ctx, const sop__logrec *r)
+{
+    find_txid *f = ctx;
+    if (r->type == SOP__LOG_COMMIT && memcmp(r->txid, f->txid, 16) == 0)
+        f->found = true;
+    return SOP_OK;
+}
+
+/* Whether any log (live or dead, read without claiming) holds a COMMIT
+ * record of txid: then a prepared file still naming it is a leftover. */
+static sop_rc committed_in_logs(sop_db *db, const uint8_t txid[16], bool *found, sop_err *err)
+{
+    find_txid f = {txid, false};
+    sop__os_dir d;
+    SOP__TRY(sop__os_dir_open(SOP__SITE_LOG_READ, db->txlog, &d, err));
+    const char *name;
+    sop_rc rc = SOP_OK;
+    while (!f.found && (rc = sop__os_dir_next(&d, &name, err)) == SOP_OK) {
+        size_t n = strlen(name);
+        if (n != SOP__UUID_TEXT_LEN + 4 || strcmp(name + SOP__UUID_TEXT_LEN, ".log") != 0)
+            continue;
+        char path[SOP__PATH_MAX];
+        int fd;
+        if ((rc = path_join(path, err, db->txlog, name)) != SOP_OK)
+            break;
+        rc = sop__os_open(SOP__SITE_LOG_READ, path, O_RDONLY, 0, &fd, err);
+        if (rc == SOP_NOTFOUND)
+            continue;
+        if (rc != SOP_OK)
+            break;
+        rc = sop__log_scan(fd, path, match_commit, &f, err);
+        sop__os_close(SOP__SITE_LOG_READ, fd, path, NULL);
+        if (rc != SOP_OK)
+            break;
+    }
+    sop__os_dir_close(&d);
+    if (f.found)
+        rc = SOP_NOTFOUND;
+    if (rc != SOP_NOTFOUND)
+        return rc;
+    *found = f.found;
+    return SOP_OK;
 }
 
 /* Decides a prepared transaction under the commit lock. */
@@ -927,31 +1076,66 @@ static sop_rc decide_prepared(sop_db *db, const uint8_t txid[16], bool commit, s
         rc = sop__err_set(err, SOP_NOTFOUND, 0, "no prepared transaction with that ID");
     uint64_t seq = 0;
     if (rc == SOP_OK && commit) {
-        /* the decision is a COMMIT record in our own log; the prepared file
-         * goes only after it is durable */
+        /* The decision is a COMMIT record in our own log. Until it is
+         * durable nothing is decided (a failed append or sync is retracted,
+         * so it can never count later); once it is, the decision stands:
+         * the prepared file goes, and a failed apply is finished from the
+         * log by the pending marker, like any phase 2. */
         rc = sop__db_next_seq(db, &seq, err);
         if (rc == SOP_OK)
-            rc = sop__log_append(db->log, SOP__LOG_COMMIT, txid, seq, payload, len, err);
+            rc = sop__db_set_pending(db, seq, err);
+        bool appended = false;
+        if (rc == SOP_OK)
+            appended = (rc = sop__log_append(db->log, SOP__LOG_COMMIT, txid, seq, payload, len,
+                                             err)) == SOP_OK;
         if (rc == SOP_OK)
             rc = sop__log_sync(db->log, err);
-        if (rc == SOP_OK) {
-            db->log_max_seq = seq;
-            SOP__CRASH_POINT(PREP_COMMIT_LOGGED);
-            rc = sop__db_set_pending(db, seq, err);
+        if (rc != SOP_OK) {
+            if (appended && sop__log_retract(db->log, NULL) != SOP_OK)
+                sop__err_prefix(err, "commit outcome unknown until the database is recovered");
+            sop__db_clear_pending(db, NULL);
+            goto out;
         }
-        if (rc == SOP_OK)
-            rc = sop__redo_apply(db, payload, len, false, err);
+        db->log_max_seq = seq;
+        SOP__CRASH_POINT(PREP_COMMIT_LOGGED);
+        sop_rc urc = sop__os_unlink(SOP__SITE_PREP_REMOVE, path, NULL);
+        if (urc == SOP_OK || urc == SOP_NOTFOUND) {
+            SOP__CRASH_POINT(PREP_FILE_REMOVED);
+        } else {
+            uint8_t(*g)[16] =
+                sop__realloc(db->leftover_prep, (db->nleftover_prep + 1) * sizeof(*g));
+            if (g) {
+                db->leftover_prep = g;
+                memcpy(g[db->nleftover_prep++], txid, 16);
+            }
+        }
+        rc = sop__redo_apply(db, payload, len, false, err);
         if (rc == SOP_OK)
             rc = sop__db_clear_pending(db, err);
-    } else if (rc == SOP_OK) {
-        rc = sop__redo_discard(db, payload, len, err);
+        if (rc != SOP_OK)
+            sop__err_prefix(err, "committed, but making it visible failed (finished later)");
+        goto out;
     }
+    /* Its COMMIT record may be durable already (a commit whose removal of
+     * this file failed): then it is committed, and discarding its values
+     * would corrupt it. */
+    bool done = false;
+    if (rc == SOP_OK)
+        rc = committed_in_logs(db, txid, &done, err);
+    if (rc == SOP_OK && done) {
+        sop__os_unlink(SOP__SITE_PREP_REMOVE, path, NULL);
+        rc = sop__err_set(err, SOP_INVALID, 0, "that prepared transaction was already committed");
+        goto out;
+    }
+    if (rc == SOP_OK)
+        rc = sop__redo_discard(db, payload, len, err);
     if (rc == SOP_OK) {
         rc = sop__os_unlink(SOP__SITE_PREP_REMOVE, path, err);
         if (rc == SOP_NOTFOUND)
             rc = SOP_OK;
         SOP__CRASH_POINT(PREP_FILE_REMOVED);
     }
+out:
     if (rc == SOP_OK)
         rc = sop__db_maybe_checkpoint(db, err);
     sop__free(payload);
@@ -1172,6 +1356,22 @@ sop_rc sop__db_recover_pending(sop_db *db, sop_err *err)
     return redo_pending(db, err);
 }
 
+sop_rc sop__db_finish_pending(sop_db *db, sop_err *err)
+{
+    if (db->locked)
+        return SOP_OK; /* we are the committer: phase 2 finishes it */
+    bool pending;
+    SOP__TRY(sop__db_lock(db, false, 0, err));
+    sop_rc rc = sop__db_pending(db, &pending, err);
+    sop__db_unlock(db);
+    if (rc != SOP_OK || !pending)
+        return rc;
+    SOP__TRY(sop__db_lock(db, true, 0, err));
+    rc = redo_pending(db, err);
+    sop__db_unlock(db);
+    return rc;
+}
+
 /*
  * Under the commit lock: take over the logs of dead processes. With
  * `full` (no other process has the database open) every COMMIT record
@@ -1262,6 +1462,17 @@ static sop_rc recover_dead_logs(sop_db *db, bool full, sop_err *err)
         }
         if (rc == SOP_OK && ndead > 0)
             SOP__CRASH_POINT(REC_LOG_REDONE);
+    }
+    /* prepared files of transactions these logs show committed: decided.
+     * If one cannot be removed, the logs (the proof) must stay. */
+    for (size_t i = 0; rc == SOP_OK && i < c.ncommits; i++) {
+        char ppath[SOP__PATH_MAX];
+        rc = sop__db_prepared_path(db, c.commits[i].txid, ppath, err);
+        if (rc == SOP_OK) {
+            rc = sop__os_unlink(SOP__SITE_PREP_REMOVE, ppath, err);
+            if (rc == SOP_NOTFOUND)
+                rc = SOP_OK;
+        }
     }
     if (rc == SOP_OK)
         rc = remove_orphans(db, &c, err);
@@ -1360,11 +1571,11 @@ sop_rc sop_db_open(const char *dir, const sop_db_options *opts, sop_db **out, so
         rc = path_join(db->txlog, err, dir, "txlog");
     if (rc == SOP_OK)
         rc = mkdir_p1(SOP__SITE_DB_LOCK, db->txlog, err);
-    char lockpath[SOP__PATH_MAX];
     if (rc == SOP_OK)
-        rc = path_join(lockpath, err, dir, "lock");
+        rc = path_join(db->lockpath, err, dir, "lock");
     if (rc == SOP_OK)
-        rc = sop__os_open(SOP__SITE_DB_LOCK, lockpath, O_RDWR | O_CREAT, 0600, &db->lock_fd, err);
+        rc = sop__os_open(SOP__SITE_DB_LOCK, db->lockpath, O_RDWR | O_CREAT, 0600, &db->lock_fd,
+                          err);
     if (rc == SOP_OK)
         rc = sop__os_open(SOP__SITE_DB_LOCK, dir, O_RDONLY | O_DIRECTORY, 0, &db->dir_fd, err);
     if (rc == SOP_OK)
@@ -1399,12 +1610,18 @@ void sop_db_close(sop_db *db)
             clean = checkpoint_locked(db, NULL) == SOP_OK;
             sop__db_unlock(db);
         }
-        sop__log_close(db->log, clean);
+        /* values we could not remove: our log keeps their intents, and
+         * the next recovery removes them */
+        sop__log_close(db->log, clean && db->nabandoned == 0);
     }
+    for (size_t i = 0; i < db->nabandoned; i++)
+        sop__free(db->abandoned[i].ids);
+    sop__free(db->abandoned);
+    sop__free(db->leftover_prep);
     forget_all_stores(db);
     sop__free(db->stores);
     if (db->lock_fd >= 0)
-        sop__os_close(SOP__SITE_DB_LOCK, db->lock_fd, "lock file", NULL);
+        sop__os_close(SOP__SITE_DB_LOCK, db->lock_fd, db->lockpath, NULL);
     if (db->dir_fd >= 0)
         sop__os_close(SOP__SITE_DB_LOCK, db->dir_fd, db->dir, NULL);
     sop__free(db);

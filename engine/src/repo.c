@@ -70,7 +70,21 @@ static sop_rc info_path(const char *db, const char *name, char *out, sop_err *er
     return join(out, err, dir, "info", NULL);
 }
 
+static sop_rc read_info(const char *db, const char *name, bool skip_state, sop__storeinfo *out,
+                        sop_err *err);
+
 sop_rc sop__repo_read(const char *db, const char *name, sop__storeinfo *out, sop_err *err)
+{
+    return read_info(db, name, false, out, err);
+}
+
+sop_rc sop__repo_read_fixed(const char *db, const char *name, sop__storeinfo *out, sop_err *err)
+{
+    return read_info(db, name, true, out, err);
+}
+
+static sop_rc read_info(const char *db, const char *name, bool skip_state, sop__storeinfo *out,
+                        sop_err *err)
 {
     char path[SOP__PATH_MAX];
     SOP__TRY(info_path(db, name, path, err));
@@ -90,6 +104,11 @@ sop_rc sop__repo_read(const char *db, const char *name, sop__storeinfo *out, sop
                                 err);
     if (rc == SOP_OK && got != (size_t)st.st_size)
         rc = sop__err_set(err, SOP_CORRUPT, 0, "store info %s: changed size while read", path);
+    if (rc == SOP_OK && skip_state) {
+        sop__storeinfo zero;
+        memset(&zero, 0, sizeof(zero));
+        sop__storeinfo_encode_state(&zero, buf);
+    }
     if (rc == SOP_OK)
         rc = sop__storeinfo_decode(buf, got, path, out, err);
     sop__free(buf);
@@ -97,23 +116,28 @@ sop_rc sop__repo_read(const char *db, const char *name, sop__storeinfo *out, sop
     return rc;
 }
 
-static sop_rc mkdir_if_missing(sop__site site, const char *path, sop_err *err)
+/* mkdir, and when it created the folder, fsync its parent so the new
+ * entry survives a power loss. */
+static sop_rc mkdir_durable(const char *path, const char *parent, sop_err *err)
 {
-    sop_rc rc = sop__os_mkdir(site, path, 0700, err);
-    return rc == SOP_EXISTS ? SOP_OK : rc;
+    sop_rc rc = sop__os_mkdir(SOP__SITE_REPO_WRITE, path, 0700, err);
+    if (rc == SOP_EXISTS)
+        return SOP_OK;
+    SOP__TRY(rc);
+    return sop__os_fsync_dir(SOP__SITE_REPO_WRITE, parent, err);
 }
 
 sop_rc sop__repo_ensure_dir(const char *db, const char *name, sop_err *err)
 {
     SOP__TRY(sop__store_name_check(name, err));
-    char dir[SOP__PATH_MAX];
-    SOP__TRY(join(dir, err, db, "stores", NULL));
-    SOP__TRY(mkdir_if_missing(SOP__SITE_REPO_WRITE, dir, err));
+    char stores[SOP__PATH_MAX], dir[SOP__PATH_MAX];
+    SOP__TRY(join(stores, err, db, "stores", NULL));
+    SOP__TRY(mkdir_durable(stores, db, err));
     SOP__TRY(sop__repo_store_dir(db, name, dir, err));
-    return mkdir_if_missing(SOP__SITE_REPO_WRITE, dir, err);
+    return mkdir_durable(dir, stores, err);
 }
 
-sop_rc sop__repo_create(const char *db, const sop__storeinfo *s, sop_err *err)
+sop_rc sop__repo_create(const char *db, const sop__storeinfo *s, bool replace_corrupt, sop_err *err)
 {
     SOP__TRY(sop__store_name_check(s->name, err));
     sop__storeinfo cur;
@@ -122,7 +146,9 @@ sop_rc sop__repo_create(const char *db, const sop__storeinfo *s, sop_err *err)
         return memcmp(cur.root_id, s->root_id, 16) == 0
                    ? SOP_OK
                    : sop__err_set(err, SOP_EXISTS, 0, "store %s already exists", s->name);
-    if (rc != SOP_NOTFOUND)
+    /* Recovery replaying the creation: an info file the crash left torn
+     * (its rename reached the disk before its bytes) is written again. */
+    if (rc != SOP_NOTFOUND && !(rc == SOP_CORRUPT && replace_corrupt))
         return rc;
 
     char dir[SOP__PATH_MAX], tmp[SOP__PATH_MAX], path[SOP__PATH_MAX];

@@ -35,14 +35,19 @@ sop_rc sop__store_name_check(const char *name, sop_err *err);
 /* <db>/stores/<name> and <db>/stores/<name>/info (SOP_LIMIT if too long). */
 sop_rc sop__repo_store_dir(const char *db, const char *name, char *out, sop_err *err);
 
+/* Like sop__repo_read, but ignores the state sector (seq, count,
+ * updated_ms come back zero): for replaying a commit over a torn one. */
+sop_rc sop__repo_read_fixed(const char *db, const char *name, sop__storeinfo *out, sop_err *err);
 /* Creates <db>/stores/<name> (0700) if missing, without making a store. */
 sop_rc sop__repo_ensure_dir(const char *db, const char *name, sop_err *err);
 /* SOP_NOTFOUND when the store does not exist. */
 sop_rc sop__repo_read(const char *db, const char *name, sop__storeinfo *out, sop_err *err);
 /* Creates the store's folder and info file; a store that already exists
  * with the same root ID is left as it is (redo), with another is
- * SOP_EXISTS. */
-sop_rc sop__repo_create(const char *db, const sop__storeinfo *s, sop_err *err);
+ * SOP_EXISTS. replace_corrupt (recovery): an unreadable info file is
+ * written again instead of refused. */
+sop_rc sop__repo_create(const char *db, const sop__storeinfo *s, bool replace_corrupt,
+                        sop_err *err);
 /* Rewrites the state sector (seq, count, updated_ms) when s->seq is newer
  * than the one on disk (redo-safe). */
 sop_rc sop__repo_write_state(const char *db, const sop__storeinfo *s, sop_err *err);

@@ -202,7 +202,9 @@ static void release(sop_txn *t)
     t->next_open = NULL;
 }
 
-/* Removes values this transaction already wrote (active placement). */
+/* Removes values this transaction already wrote (active placement). Those
+ * that cannot be removed are handed to the database handle, which retries
+ * and, failing that, leaves them to recovery. */
 static sop_rc remove_active(sop_txn *t, sop_err *err)
 {
     sop_rc first = SOP_OK;
@@ -211,10 +213,20 @@ static sop_rc remove_active(sop_txn *t, sop_err *err)
             continue;
         sop__dbstore *st;
         sop_rc rc = sop__db_store(t->db, ts->info.name, &st, err);
-        for (size_t i = 0; rc == SOP_OK && i < ts->nactive; i++)
-            rc = sop__blob_remove(st->blobs, ts->active[i], err);
-        if (rc != SOP_OK && first == SOP_OK)
-            first = rc;
+        size_t kept = 0;
+        for (size_t i = 0; i < ts->nactive; i++) {
+            if (rc == SOP_OK && sop__blob_remove(st->blobs, ts->active[i], err) == SOP_OK)
+                continue;
+            memmove(ts->active[kept++], ts->active[i], 16);
+            if (first == SOP_OK)
+                first = err ? err->code : SOP_IO;
+        }
+        if (kept > 0) {
+            sop_rc arc = sop__db_abandon(t->db, t->id, ts->info.name,
+                                         (const uint8_t(*)[16])ts->active, kept, NULL);
+            if (arc != SOP_OK && first == SOP_OK)
+                first = arc;
+        }
         ts->nactive = 0;
     }
     SOP__CRASH_POINT(RB_ACTIVE_REMOVED);
@@ -260,6 +272,15 @@ void sop_txn_free(sop_txn *t)
 static sop__txstore *repo_of(void *repo)
 {
     return repo;
+}
+
+/* A node or value vanished under a reader: a newer commit replaced it, or
+ * one is half applied. Finish the latter so the retry sees a whole state. */
+static sop_rc vanished(sop__txstore *ts, sop_err *err)
+{
+    sop__db_finish_pending(ts->txn->db, NULL);
+    return sop__err_set(err, SOP_CONFLICT, 0,
+                        "store %s changed while the transaction read it; retry", ts->info.name);
 }
 
 static sop_rc txr_get(void *repo, const uint8_t id[16], sop__node **out, sop_err *err)
@@ -578,17 +599,8 @@ sop_rc sop__txstore_value_put(sop__txstore *ts, const void *val, size_t len,
         /* active: announce, then write and sync the blob now, so commit
          * only has to reference it */
         sop_db *db = ts->txn->db;
-        buf b = {0};
-        size_t nl = strlen(ts->info.name);
-        buf_u32(&b, (uint32_t)nl);
-        buf_put(&b, ts->info.name, nl);
-        buf_u32(&b, 1);
-        buf_put(&b, id, 16);
-        if (b.nomem)
-            return sop__err_set(err, SOP_NOMEM, 0, "transaction: no memory");
-        sop_rc rc = sop__log_append(db->log, SOP__LOG_INTENT, ts->txn->id, 0, b.p, b.len, err);
-        sop__free(b.p);
-        SOP__TRY(rc);
+        SOP__TRY(sop__db_append_intent(db, ts->txn->id, ts->info.name, (const uint8_t(*)[16])id, 1,
+                                       err));
         SOP__TRY(sop__log_sync(db->log, err));
         SOP__TRY(push_id(&ts->active, &ts->nactive, &ts->capactive, id, err));
         if (ts->created) {
@@ -625,9 +637,7 @@ sop_rc sop__txstore_value_get(sop__txstore *ts, const uint8_t *ref, size_t refle
     size_t got;
     sop_rc rc = sop__blob_get(st->blobs, id, &data, &got, err);
     if (rc == SOP_NOTFOUND)
-        return sop__err_set(err, SOP_CONFLICT, 0,
-                            "store %s: a value was replaced while the transaction read it; retry",
-                            ts->info.name);
+        return vanished(ts, err); /* a value replaced since we read its reference */
     SOP__TRY(rc);
     if (got != want) {
         sop__free(data);
@@ -929,12 +939,20 @@ static sop_rc check_deadline(sop_txn *t, sop_err *err)
 static sop_rc commit_reader(sop_txn *t, sop_err *err)
 {
     sop_db *db = t->db;
-    sop_rc rc = sop__db_lock(db, false, t->deadline_ms, err);
-    if (rc == SOP_OK) {
-        for (sop__txstore *ts = t->stores; ts && rc == SOP_OK; ts = ts->next)
-            rc = validate_store(ts, err);
+    /* A commit left half applied (its phase 2 failed) must be finished
+     * before anything is validated against it: that takes the exclusive
+     * lock, so check under the shared one first. */
+    bool pending;
+    SOP__TRY(sop__db_lock(db, false, t->deadline_ms, err));
+    sop_rc rc = sop__db_pending(db, &pending, err);
+    if (rc == SOP_OK && pending) {
         sop__db_unlock(db);
+        SOP__TRY(sop__db_lock(db, true, t->deadline_ms, err));
+        rc = sop__db_recover_pending(db, err);
     }
+    for (sop__txstore *ts = t->stores; ts && rc == SOP_OK; ts = ts->next)
+        rc = validate_store(ts, err);
+    sop__db_unlock(db);
     return rc;
 }
 

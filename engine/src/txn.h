@@ -40,9 +40,20 @@ typedef struct sop__dbstore {
     sop__blobstore *blobs;
 } sop__dbstore;
 
+/* Early-written values a rollback could not remove (an I/O error): retried
+ * at every checkpoint, and announced again by INTENT records whenever the
+ * log starts over, so recovery removes them if this process cannot. */
+typedef struct sop__abandoned {
+    uint8_t txid[16];
+    char name[SOP__STORE_NAME_MAX + 1];
+    uint8_t (*ids)[16];
+    size_t n;
+} sop__abandoned;
+
 struct sop_db {
     char dir[SOP__PATH_MAX];
     char txlog[SOP__PATH_MAX];
+    char lockpath[SOP__PATH_MAX];
     sop_db_options opts;
     uint32_t hash_mod;
     int lock_fd;
@@ -53,7 +64,21 @@ struct sop_db {
     sop__dbstore *stores;
     size_t nstores, capstores;
     struct sop_txn *txns; /* open transactions (their intents survive log resets) */
+    sop__abandoned *abandoned;
+    size_t nabandoned;
+    /* committed prepared transactions whose file could not be removed: the
+     * log (which proves they committed) is not reset until it is */
+    uint8_t (*leftover_prep)[16];
+    size_t nleftover_prep;
 };
+
+/* Appends (not syncs) an INTENT record: a transaction is about to write
+ * these value blobs before its commit. */
+sop_rc sop__db_append_intent(sop_db *db, const uint8_t txid[16], const char *store,
+                             const uint8_t (*ids)[16], size_t n, sop_err *err);
+/* Hands over values a rollback failed to remove (copies ids). */
+sop_rc sop__db_abandon(sop_db *db, const uint8_t txid[16], const char *store,
+                       const uint8_t (*ids)[16], size_t n, sop_err *err);
 
 /* Store handles (registry, blobs), cached per database handle. */
 sop_rc sop__db_store(sop_db *db, const char *name, sop__dbstore **out, sop_err *err);
@@ -70,6 +95,12 @@ void sop__db_unlock(sop_db *db);
 sop_rc sop__db_next_seq(sop_db *db, uint64_t *seq, sop_err *err);
 sop_rc sop__db_set_pending(sop_db *db, uint64_t seq, sop_err *err);
 sop_rc sop__db_clear_pending(sop_db *db, sop_err *err);
+/* Whether the lock file says a commit is being (or was left half) applied. */
+sop_rc sop__db_pending(sop_db *db, bool *pending, sop_err *err);
+/* Not holding the lock: finish a half-applied commit, if there is one (a
+ * reader that found a node or value gone calls this before reporting
+ * SOP_CONFLICT, so its retry sees a finished state). */
+sop_rc sop__db_finish_pending(sop_db *db, sop_err *err);
 /* Under the commit lock: recover a commit a dead process left half applied. */
 sop_rc sop__db_recover_pending(sop_db *db, sop_err *err);
 /* After a commit: checkpoint when the log has grown past the threshold. */
