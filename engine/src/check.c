@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "crc.h"
 #include "err.h"
 #include "mem.h"
 #include "txn.h"
@@ -51,6 +52,7 @@ typedef struct store_check {
     sop__idmap reached; /* lid -> &mark_seen */
     sop__idmap values;  /* value blob ID -> &mark_live */
     bool refs_values;
+    sop__blobstore *blobs;
     uint64_t items, nodes;
     sop_err *err;
 } store_check;
@@ -94,7 +96,30 @@ static sop_rc visit(void *ctx, const sop__node *n, uint32_t level)
             report(s->k, "store %s: node %s item %u holds no value reference", s->name, text, i);
             continue;
         }
-        SOP__TRY(sop__idmap_put(&s->values, sop__node_value(n, i), &mark_live, s->err));
+        const uint8_t *id;
+        uint32_t len, crc;
+        if (sop__valref_parse(s->name, sop__node_value(n, i), SOP__VALREF_SIZE, &id, &len, &crc,
+                              NULL) != SOP_OK)
+            continue;
+        SOP__TRY(sop__idmap_put(&s->values, id, &mark_live, s->err));
+        /* read and verify the value itself */
+        uint8_t *data;
+        size_t got;
+        sop_err e;
+        char path[SOP__BLOB_PATH_MAX];
+        sop__blob_path(s->blobs, id, path);
+        sop_rc rc = sop__blob_get(s->blobs, id, &data, &got, &e);
+        if (rc == SOP_NOTFOUND) {
+            report(s->k, "store %s: value blob %s is missing", s->name, path);
+            continue;
+        }
+        if (rc != SOP_OK) {
+            report(s->k, "store %s: %s", s->name, e.msg);
+            continue;
+        }
+        if (got != len || sop__crc32c(0, data, got) != crc)
+            report(s->k, "store %s: value blob %s does not match its reference", s->name, path);
+        sop__free(data);
     }
     return SOP_OK;
 }
@@ -136,6 +161,8 @@ static sop_rc check_store(sop_db *db, checker *k, const char *name, sop_err *err
 
     sop__dbstore *st;
     sop_rc rc = sop__db_store(db, name, &st, err);
+    if (rc == SOP_OK)
+        s.blobs = st->blobs;
     if (rc == SOP_OK) {
         rc = sop__registry_scan(st->reg, collect_handle, &s, &e);
         if (rc == SOP_CORRUPT) {

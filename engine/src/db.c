@@ -859,6 +859,15 @@ sop_rc sop__db_prepared_read(const char *path, sop_prepared_info *info, uint8_t 
                          sop__le_get64(buf + 288) != size - 300))
         rc = sop__err_set(err, SOP_CORRUPT, 0, "prepared transaction %s: bad contents", path);
     if (rc == SOP_OK) {
+        /* the file name is the transaction ID: another's file is corrupt */
+        const char *base = strrchr(path, '/');
+        char text[SOP__UUID_TEXT_LEN + 1];
+        sop__uuid_format(buf + 8, text);
+        if (base == NULL || strncmp(base + 1, text, SOP__UUID_TEXT_LEN) != 0)
+            rc = sop__err_set(err, SOP_CORRUPT, 0, "prepared transaction %s holds transaction %s",
+                              path, text);
+    }
+    if (rc == SOP_OK) {
         memcpy(info->txid, buf + 8, 16);
         info->prepared_ms = (int64_t)sop__le_get64(buf + 24);
         memcpy(info->owner, buf + 32, 256);
@@ -1258,9 +1267,36 @@ static bool committed_in(const rec_ctx *c, const uint8_t txid[16])
     return false;
 }
 
+/* Collects every value ID the items of a store reference. */
+static sop_rc collect_refs(void *ctx, const sop__node *n, uint32_t level)
+{
+    sop__idmap *refs = ctx;
+    (void)level;
+    static int mark;
+    for (uint32_t i = 0; i < n->count; i++)
+        if (n->items[i].vlen == SOP__VALREF_SIZE)
+            SOP__TRY(sop__idmap_put(refs, sop__node_value(n, i), &mark, NULL));
+    return SOP_OK;
+}
+
+/* Value IDs referenced by the committed tree of a store. */
+static sop_rc store_refs(sop_db *db, const char *name, sop__idmap *refs, sop_err *err)
+{
+    sop_txn *t;
+    SOP__TRY(sop_txn_begin(db, SOP_TXN_NOCHECK, 0, &t, err));
+    sop__txstore *ts;
+    sop_rc rc = sop__txn_store_open(t, name, &ts, err);
+    if (rc == SOP_OK && sop__txstore_refs_values(ts))
+        rc = sop__btree_walk(&ts->bt.core, collect_refs, refs, err);
+    sop_txn_free(t);
+    return rc;
+}
+
 /* Removes the early-written values of transactions that never committed
- * and are not prepared. An intent payload: name length u32, name, count
- * u32, count x 16-byte IDs. */
+ * and are not prepared - but never one a committed item references: a
+ * COMMIT record damaged in place looks like a torn tail, and its
+ * transaction's values must survive that. An intent payload: name length
+ * u32, name, count u32, count x 16-byte IDs. */
 static sop_rc remove_orphans(sop_db *db, rec_ctx *c, sop_err *err)
 {
     for (size_t i = 0; i < c->nintents; i++) {
@@ -1288,10 +1324,19 @@ static sop_rc remove_orphans(sop_db *db, rec_ctx *c, sop_err *err)
         if (rc == SOP_NOTFOUND)
             continue; /* the store itself never came to be */
         SOP__TRY(rc);
-        sop__dbstore *st2;
-        SOP__TRY(sop__db_store(db, sname, &st2, err));
-        for (uint32_t k = 0; k < n; k++)
-            SOP__TRY(sop__blob_remove(st2->blobs, take(&r, 16), err));
+        sop__idmap refs;
+        sop__idmap_init(&refs);
+        rc = store_refs(db, sname, &refs, err);
+        sop__dbstore *st2 = NULL;
+        if (rc == SOP_OK)
+            rc = sop__db_store(db, sname, &st2, err);
+        for (uint32_t k = 0; rc == SOP_OK && k < n; k++) {
+            const uint8_t *id = take(&r, 16);
+            if (sop__idmap_get(&refs, id) == NULL)
+                rc = sop__blob_remove(st2->blobs, id, err);
+        }
+        sop__idmap_free(&refs);
+        SOP__TRY(rc);
     }
     return SOP_OK;
 }

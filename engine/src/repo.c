@@ -111,6 +111,9 @@ static sop_rc read_info(const char *db, const char *name, bool skip_state, sop__
     }
     if (rc == SOP_OK)
         rc = sop__storeinfo_decode(buf, got, path, out, err);
+    if (rc == SOP_OK && strcmp(out->name, name) != 0)
+        rc = sop__err_set(err, SOP_CORRUPT, 0, "store info %s belongs to store \"%.64s\"", path,
+                          out->name); /* another store's file in this one's folder */
     sop__free(buf);
     sop__os_close(SOP__SITE_REPO_READ, fd, path, NULL);
     return rc;

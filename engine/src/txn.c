@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "bytes.h"
+#include "crc.h"
 #include "err.h"
 #include "fault.h"
 #include "mem.h"
@@ -276,11 +277,32 @@ static sop__txstore *repo_of(void *repo)
 
 /* A node or value vanished under a reader: a newer commit replaced it, or
  * one is half applied. Finish the latter so the retry sees a whole state. */
-static sop_rc vanished(sop__txstore *ts, sop_err *err)
+/* where: the file that should have held it (a path), for the message */
+static sop_rc vanished(sop__txstore *ts, const uint8_t id[16], const char *what, const char *where,
+                       sop_err *err)
 {
     sop__db_finish_pending(ts->txn->db, NULL);
+    /* Nothing committed to the store since we opened it: then the node or
+     * value should be there, and its absence is damage, not a race. */
+    sop__storeinfo cur;
+    if (!ts->created && sop__repo_read(ts->txn->db->dir, ts->info.name, &cur, NULL) == SOP_OK &&
+        cur.seq == ts->info.seq) {
+        char text[SOP__UUID_TEXT_LEN + 1];
+        sop__uuid_format(id, text);
+        return sop__err_set(err, SOP_CORRUPT, 0, "store %s: %s %s is missing from %s",
+                            ts->info.name, what, text, where);
+    }
     return sop__err_set(err, SOP_CONFLICT, 0,
                         "store %s changed while the transaction read it; retry", ts->info.name);
+}
+
+/* The registry's first segment, naming where a handle should be. */
+static void registry_where(const sop__txstore *ts, char *out, size_t n)
+{
+    char dir[SOP__PATH_MAX];
+    if (sop__repo_store_dir(ts->txn->db->dir, ts->info.name, dir, NULL) != SOP_OK)
+        dir[0] = '\0';
+    snprintf(out, n, "the registry %s/%s-1.reg (and later segments)", dir, ts->info.name);
 }
 
 static sop_rc txr_get(void *repo, const uint8_t id[16], sop__node **out, sop_err *err)
@@ -304,16 +326,22 @@ static sop_rc txr_get(void *repo, const uint8_t id[16], sop__node **out, sop_err
     if (!found || h.deleted) {
         if (is_root && ts->count_at_open == 0)
             return sop__err_set(err, SOP_NOTFOUND, 0, "txrepo: empty store");
-        return sop__err_set(err, SOP_CONFLICT, 0,
-                            "store %s changed while the transaction read it; retry", ts->info.name);
+        {
+            char where[2 * SOP__PATH_MAX];
+            registry_where(ts, where, sizeof(where));
+            return vanished(ts, id, "node", where, err);
+        }
     }
     uint8_t *body;
     size_t len;
     sop_rc rc = sop__blob_get(st->blobs, sop__handle_active(&h), &body, &len, err);
     if (rc == SOP_NOTFOUND) {
         /* superseded and removed by a commit since we read the handle */
-        return sop__err_set(err, SOP_CONFLICT, 0,
-                            "store %s changed while the transaction read it; retry", ts->info.name);
+        {
+            char where[SOP__BLOB_PATH_MAX];
+            sop__blob_path(st->blobs, sop__handle_active(&h), where);
+            return vanished(ts, id, "the body of node", where, err);
+        }
     }
     SOP__TRY(rc);
     char what[SOP__BLOB_PATH_MAX];
@@ -547,24 +575,25 @@ static sop_rc push_id(uint8_t (**arr)[16], size_t *n, size_t *cap, const uint8_t
     return SOP_OK;
 }
 
-static void put_ref(uint8_t ref[SOP__VALREF_SIZE], const uint8_t id[16], uint64_t len)
+/* A value reference (in the node, 24 bytes): blob ID, length (u32) and the
+ * CRC-32C of the value, so a damaged or swapped value blob is detected. */
+static void put_ref(uint8_t ref[SOP__VALREF_SIZE], const uint8_t id[16], uint32_t len, uint32_t crc)
 {
     memcpy(ref, id, 16);
-    for (int i = 0; i < 8; i++, len >>= 8)
-        ref[16 + i] = (uint8_t)len;
+    sop__le_put32(ref + 16, len);
+    sop__le_put32(ref + 20, crc);
 }
 
-static sop_rc parse_ref(const sop__txstore *ts, const uint8_t *ref, size_t reflen,
-                        const uint8_t **id, uint64_t *len, sop_err *err)
+sop_rc sop__valref_parse(const char *store, const uint8_t *ref, size_t reflen, const uint8_t **id,
+                         uint32_t *len, uint32_t *crc, sop_err *err)
 {
     if (reflen != SOP__VALREF_SIZE)
         return sop__err_set(err, SOP_CORRUPT, 0,
-                            "store %s: a value reference of %zu bytes (expected %d)", ts->info.name,
-                            reflen, SOP__VALREF_SIZE);
+                            "store %s: a value reference of %zu bytes (expected %d)", store, reflen,
+                            SOP__VALREF_SIZE);
     *id = ref;
-    *len = 0;
-    for (int i = 7; i >= 0; i--)
-        *len = (*len << 8) | ref[16 + i];
+    *len = sop__le_get32(ref + 16);
+    *crc = sop__le_get32(ref + 20);
     return SOP_OK;
 }
 
@@ -614,7 +643,7 @@ sop_rc sop__txstore_value_put(sop__txstore *ts, const void *val, size_t len,
         SOP__TRY(sop__db_store(db, ts->info.name, &st, err));
         SOP__TRY(sop__blob_put(st->blobs, id, val, len, SOP__BLOB_SYNC, err));
     }
-    put_ref(ref, id, len);
+    put_ref(ref, id, (uint32_t)len, sop__crc32c(0, val, len));
     return SOP_OK;
 }
 
@@ -622,8 +651,8 @@ sop_rc sop__txstore_value_get(sop__txstore *ts, const uint8_t *ref, size_t refle
                               const uint8_t **val, size_t *len, sop_err *err)
 {
     const uint8_t *id = NULL;
-    uint64_t want = 0;
-    SOP__TRY(parse_ref(ts, ref, reflen, &id, &want, err));
+    uint32_t want = 0, crc = 0;
+    SOP__TRY(sop__valref_parse(ts->info.name, ref, reflen, &id, &want, &crc, err));
     for (size_t i = 0; i < ts->npending; i++) {
         if (memcmp(ts->pending[i].id, id, 16) == 0) {
             *val = ts->pending[i].data;
@@ -633,16 +662,20 @@ sop_rc sop__txstore_value_get(sop__txstore *ts, const uint8_t *ref, size_t refle
     }
     sop__dbstore *st;
     SOP__TRY(sop__db_store(ts->txn->db, ts->info.name, &st, err));
+    char path[SOP__BLOB_PATH_MAX];
+    sop__blob_path(st->blobs, id, path);
     uint8_t *data;
     size_t got;
     sop_rc rc = sop__blob_get(st->blobs, id, &data, &got, err);
     if (rc == SOP_NOTFOUND)
-        return vanished(ts, err); /* a value replaced since we read its reference */
+        return vanished(ts, id, "value blob", path, err); /* replaced since read? */
     SOP__TRY(rc);
-    if (got != want) {
+    if (got != want || sop__crc32c(0, data, got) != crc) {
         sop__free(data);
-        return sop__err_set(err, SOP_CORRUPT, 0, "store %s: value blob of %zu bytes, expected %llu",
-                            ts->info.name, got, (unsigned long long)want);
+        return sop__err_set(err, SOP_CORRUPT, 0,
+                            "store %s: value blob %s does not match its reference (%zu bytes, "
+                            "expected %u with another checksum)",
+                            ts->info.name, path, got, want);
     }
     sop__free(ts->vbuf);
     ts->vbuf = data;
@@ -654,8 +687,8 @@ sop_rc sop__txstore_value_get(sop__txstore *ts, const uint8_t *ref, size_t refle
 sop_rc sop__txstore_value_drop(sop__txstore *ts, const uint8_t *ref, size_t reflen, sop_err *err)
 {
     const uint8_t *id = NULL;
-    uint64_t len;
-    SOP__TRY(parse_ref(ts, ref, reflen, &id, &len, err));
+    uint32_t len = 0, crc = 0;
+    SOP__TRY(sop__valref_parse(ts->info.name, ref, reflen, &id, &len, &crc, err));
     for (size_t i = 0; i < ts->npending; i++) {
         if (memcmp(ts->pending[i].id, id, 16) == 0) {
             sop__free(ts->pending[i].data);

@@ -154,7 +154,8 @@ typedef struct sop__txnode {
 } sop__txnode;
 
 /* A value kept outside the node (separate / active placement): the item's
- * value in the node is this 24-byte reference. */
+ * value in the node is this 24-byte reference: blob ID, length, CRC-32C
+ * (docs/format.md, "Value references"). */
 #define SOP__VALREF_SIZE 24
 
 typedef struct sop__txstore sop__txstore;
@@ -222,6 +223,10 @@ sop_rc sop__txn_store_drop(sop_txn *t, const char *name, sop_err *err);
 sop_rc sop__txn_check_write(const sop__txstore *ts, sop_err *err);
 sop_rc sop__txn_check_active(const sop_txn *t, sop_err *err);
 
+/* Parses a value reference: blob ID, length, CRC-32C (SOP_CORRUPT if it is
+ * not one). */
+sop_rc sop__valref_parse(const char *store, const uint8_t *ref, size_t reflen, const uint8_t **id,
+                         uint32_t *len, uint32_t *crc, sop_err *err);
 /* Values of separate/active stores. */
 bool sop__txstore_refs_values(const sop__txstore *ts);
 /* Stores a value and returns the reference to put in the node. */

@@ -212,6 +212,50 @@ sop_rc sop__log_claim(const char *path, int *fd_out, sop_err *err)
     return SOP_OK;
 }
 
+/* Whether a whole, valid record of this epoch starts anywhere in
+ * [from, size): a sliding search for the record magic, each candidate
+ * checked by length and CRC. */
+static sop_rc find_later_record(int fd, const char *path, uint64_t epoch, uint64_t from,
+                                uint64_t size, bool *found, sop_err *err)
+{
+    enum { CHUNK = 1 << 16 };
+    uint8_t *chunk = sop__malloc(CHUNK + SOP__LOG_RECHDR);
+    if (chunk == NULL)
+        return sop__err_set(err, SOP_NOMEM, 0, "log %s: no memory", path);
+    *found = false;
+    sop_rc rc = SOP_OK;
+    for (uint64_t at = from; at + SOP__LOG_RECHDR <= size && !*found && rc == SOP_OK; at += CHUNK) {
+        size_t got = 0;
+        rc = sop__os_pread_full(SOP__SITE_LOG_READ, fd, chunk, CHUNK + SOP__LOG_RECHDR, at, &got,
+                                path, err);
+        for (size_t k = 0; rc == SOP_OK && k + SOP__LOG_RECHDR <= got && k < CHUNK; k++) {
+            const uint8_t *h = chunk + k;
+            if (sop__le_get32(h) != REC_MAGIC || sop__le_get64(h + 8) != epoch)
+                continue;
+            uint32_t len = sop__le_get32(h + 40);
+            uint64_t start = at + k;
+            if (len >= PAYLOAD_MAX || start + SOP__LOG_RECHDR + len > size)
+                continue;
+            uint8_t *p = sop__malloc(len ? len : 1);
+            if (p == NULL) {
+                rc = sop__err_set(err, SOP_NOMEM, 0, "log %s: no memory", path);
+                break;
+            }
+            size_t pg = 0;
+            rc = sop__os_pread_full(SOP__SITE_LOG_READ, fd, p, len, start + SOP__LOG_RECHDR, &pg,
+                                    path, err);
+            if (rc == SOP_OK && pg == len &&
+                sop__le_get32(h + 44) == sop__crc32c(sop__crc32c(0, h, 44), p, len))
+                *found = true;
+            sop__free(p);
+            if (*found)
+                break;
+        }
+    }
+    sop__free(chunk);
+    return rc;
+}
+
 sop_rc sop__log_scan(int fd, const char *path, sop_rc (*fn)(void *ctx, const sop__logrec *r),
                      void *ctx, sop_err *err)
 {
@@ -256,12 +300,24 @@ sop_rc sop__log_scan(int fd, const char *path, sop_rc (*fn)(void *ctx, const sop
                 break;
         }
         if (sop__le_get32(h + 44) != sop__crc32c(sop__crc32c(0, h, 44), buf, len))
-            break; /* a torn tail */
+            break; /* a torn tail - unless valid records follow (below) */
         sop__logrec r = {.type = h[4], .seq = sop__le_get64(h + 16), .payload = buf, .len = len};
         memcpy(r.txid, h + 24, 16);
         if ((rc = fn(ctx, &r)) != SOP_OK)
             break;
         off += SOP__LOG_RECHDR + len;
+    }
+    /* Where the scan stopped must be the end: an unsynced append torn by a
+     * crash. A valid record further on means damage in the middle - records
+     * after it would be silently lost (and their transactions taken for
+     * abandoned), so that is corruption, not a tail. */
+    if (rc == SOP_OK && off + SOP__LOG_RECHDR <= size) {
+        bool later = false;
+        rc = find_later_record(fd, path, epoch, off + 1, size, &later, err);
+        if (rc == SOP_OK && later)
+            rc = sop__err_set(err, SOP_CORRUPT, 0,
+                              "log %s: a damaged record at offset %llu is followed by valid ones",
+                              path, (unsigned long long)off);
     }
     sop__free(buf);
     return rc;
