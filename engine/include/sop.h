@@ -111,6 +111,15 @@ typedef enum sop_value_placement {
 
 #define SOP_VALUE_SEPARATE_MAX (1u << 30) /* bytes in one value kept in its own blob */
 
+/* How long other processes may cache a store's data (SOP's
+ * StoreCacheConfig): durations in milliseconds, a negative one means "do
+ * not cache"; sliding: each read extends the time to live. Kept with the
+ * store; used by the shared (L2) cache. */
+typedef struct sop_cache_config {
+    int64_t registry_ms, node_ms, value_ms, store_info_ms;
+    bool registry_sliding, node_sliding, value_sliding, store_info_sliding;
+} sop_cache_config;
+
 typedef struct sop_store_options {
     /* Items per node: even, SOP_SLOT_LENGTH_MIN..SOP_SLOT_LENGTH_MAX. */
     uint32_t slot_length;
@@ -131,6 +140,7 @@ typedef struct sop_store_options {
     /* Values may be cached across processes (L2); in-node values never are. */
     bool globally_cached;
     const char *description; /* NULL or up to 512 bytes, kept in the store's info */
+    sop_cache_config cache;  /* sop_store_options_init: nothing cached */
 } sop_store_options;
 
 /* Fills o with the defaults: slot_length 2000, unique, no load balancing,

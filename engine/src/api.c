@@ -27,6 +27,7 @@ void sop_store_options_init(sop_store_options *o)
     o->slot_length = SOP_SLOT_LENGTH_DEFAULT;
     o->is_unique = true;
     o->value_placement = SOP_VALUES_IN_NODE;
+    o->cache.registry_ms = o->cache.node_ms = o->cache.value_ms = o->cache.store_info_ms = -1;
 }
 
 static sop_rc bad_arg(sop_err *err, const char *what)
@@ -507,6 +508,16 @@ static void info_out(const sop__storeinfo *s, sop_store_info *out)
     out->options.value_placement = (sop_value_placement)s->placement;
     out->options.globally_cached = s->globally_cached;
     out->options.description = out->description;
+    out->options.cache = (sop_cache_config){
+        .registry_ms = s->registry_cache_ms,
+        .node_ms = s->node_cache_ms,
+        .value_ms = s->value_cache_ms,
+        .store_info_ms = s->storeinfo_cache_ms,
+        .registry_sliding = s->registry_cache_sliding,
+        .node_sliding = s->node_cache_sliding,
+        .value_sliding = s->value_cache_sliding,
+        .store_info_sliding = s->storeinfo_cache_sliding,
+    };
     out->count = s->count;
     out->created_ms = s->created_ms;
     out->updated_ms = s->updated_ms;

@@ -539,8 +539,15 @@ sop_rc sop__txn_store_create(sop_txn *t, const char *name, const sop_store_optio
     info.key_order_fields = o->key_order_fields;
     sop__uuid_v4(info.root_id);
     info.created_ms = info.updated_ms = sop__now_ms();
-    info.registry_cache_ms = info.node_cache_ms = info.value_cache_ms = info.storeinfo_cache_ms =
-        -1;
+    info.registry_cache_ms = o->cache.registry_ms;
+    info.node_cache_ms = o->cache.node_ms;
+    /* values kept in nodes are cached with them, never on their own */
+    info.value_cache_ms = o->value_placement == SOP_VALUES_IN_NODE ? -1 : o->cache.value_ms;
+    info.storeinfo_cache_ms = o->cache.store_info_ms;
+    info.registry_cache_sliding = o->cache.registry_sliding;
+    info.node_cache_sliding = o->cache.node_sliding;
+    info.value_cache_sliding = o->cache.value_sliding;
+    info.storeinfo_cache_sliding = o->cache.store_info_sliding;
     return store_attach(t, &info, true, out, err);
 }
 

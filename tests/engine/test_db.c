@@ -367,3 +367,48 @@ TEST(large_transaction_then_many_small_ones_with_checkpoints)
     CHECK_EQ(info.count, 20200);
     sop_db_close(db);
 }
+
+TEST(store_options_are_kept_with_the_store)
+{
+    const char *dir = fresh_db();
+    sop_db *db = open_db(dir);
+    sop_txn *t;
+    CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
+    sop_store_options o;
+    sop_store_options_init(&o);
+    CHECK_EQ(o.cache.node_ms, -1);
+    o.slot_length = 64;
+    o.is_unique = false;
+    o.leaf_load_balancing = true;
+    o.value_placement = SOP_VALUES_SEPARATE;
+    o.globally_cached = true;
+    o.key_order_fields = 2;
+    o.description = "orders by customer";
+    o.cache = (sop_cache_config){.registry_ms = 60000,
+                                 .node_ms = 300000,
+                                 .value_ms = 5000,
+                                 .store_info_ms = -1,
+                                 .node_sliding = true};
+    sop_btree *bt;
+    CHECK_OK(sop_store_create(t, "orders", &o, &bt, &err), &err);
+    CHECK_OK(sop_txn_commit(t, &err), &err);
+    sop_txn_free(t);
+    sop_db_close(db);
+    db = open_db(dir);
+    sop_store_info info;
+    CHECK_OK(sop_db_store_info(db, "orders", &info, &err), &err);
+    CHECK_EQ(info.options.slot_length, 64);
+    CHECK(!info.options.is_unique);
+    CHECK(info.options.leaf_load_balancing);
+    CHECK_EQ(info.options.value_placement, SOP_VALUES_SEPARATE);
+    CHECK(info.options.globally_cached);
+    CHECK_EQ(info.options.key_order_fields, 2);
+    CHECK(strcmp(info.description, "orders by customer") == 0);
+    CHECK_EQ(info.options.cache.registry_ms, 60000);
+    CHECK_EQ(info.options.cache.node_ms, 300000);
+    CHECK_EQ(info.options.cache.value_ms, 5000);
+    CHECK_EQ(info.options.cache.store_info_ms, -1);
+    CHECK(info.options.cache.node_sliding && !info.options.cache.value_sliding);
+    CHECK(info.created_ms > 0 && info.updated_ms >= info.created_ms);
+    sop_db_close(db);
+}
