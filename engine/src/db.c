@@ -1580,8 +1580,11 @@ sop_rc sop_db_recover(sop_db *db, sop_err *err)
     SOP__TRY(sop__db_lock(db, true, 0, err));
     bool gone;
     sop_rc rc = all_others_gone(db, &gone, err);
+    /* Full recovery replays every record above the checkpoint in order, the
+     * pending one included: replaying it alone first would put it before
+     * predecessors a power loss may have undone. */
     if (rc == SOP_OK)
-        rc = redo_pending(db, err);
+        rc = gone ? sop__db_clear_pending(db, err) : redo_pending(db, err);
     if (rc == SOP_OK)
         rc = recover_dead_logs(db, gone, err);
     sop__db_unlock(db);

@@ -95,13 +95,11 @@
     X(TEST_POINT, "test.point", "fault layer self-test point")                                     \
     X(P1_LOCKED, "phase1.locked", "phase 1: commit lock taken, nothing validated yet")             \
     X(P1_VALIDATED, "phase1.validated", "phase 1: validated, commit record not written")           \
-    X(P1_BLOBS_WRITTEN, "phase1.values_synced", "phase 1: active values synced, no record")        \
     X(P1_RECORD_WRITTEN, "phase1.record_written", "phase 1: record written, not yet synced")       \
     X(P1_DURABLE, "phase1.durable", "phase 1: record synced - the commit point passed")            \
     X(P2_STORES_CREATED, "phase2.stores_created", "phase 2: new stores created")                   \
     X(P2_BLOBS_WRITTEN, "phase2.blobs_written", "phase 2: node and value blobs written")           \
     X(P2_REGISTRY_HALF, "phase2.registry_half", "phase 2: some stores' registries updated")        \
-    X(P2_REGISTRY_WRITTEN, "phase2.registry_written", "phase 2: registries updated")               \
     X(P2_STATE_WRITTEN, "phase2.state_written", "phase 2: store states updated")                   \
     X(P2_DEAD_REMOVED, "phase2.dead_removed", "phase 2: obsolete blobs removed")                   \
     X(P2_DONE, "phase2.done", "phase 2: finished, lock not yet released")                          \

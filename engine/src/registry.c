@@ -723,7 +723,10 @@ static sop_rc apply_read(sop__registry *r, uint32_t i, uint32_t b, unsigned flag
     uint8_t *buf = buf_of(r, i);
     SOP__TRY(block_read(r, i, b, buf, err));
     r->changed[i - 1] = false;
-    r->bad[i - 1] = !block_valid(buf);
+    /* Recovery treats every block it replays as possibly torn: the first
+     * replayed record that touches a torn block reseals it, and the
+     * records after it must still get the torn-slot rules. */
+    r->bad[i - 1] = !block_valid(buf) || (flags & SOP__REG_REPAIR);
     if (r->bad[i - 1]) {
         if (!(flags & SOP__REG_REPAIR))
             return bad_checksum(r, i, b, err);

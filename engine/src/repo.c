@@ -171,6 +171,10 @@ sop_rc sop__repo_create(const char *db, const sop__storeinfo *s, bool replace_co
     rc = sop__os_open(SOP__SITE_REPO_WRITE, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600, &fd, err);
     if (rc == SOP_OK)
         rc = sop__os_pwrite_all(SOP__SITE_REPO_WRITE, fd, buf, len, 0, tmp, err);
+    /* synced before the rename: the registry's later folder sync makes the
+     * name durable, and it must never name a torn file */
+    if (rc == SOP_OK)
+        rc = sop__os_fsync(SOP__SITE_REPO_WRITE, fd, tmp, err);
     if (fd >= 0) {
         sop_rc crc = sop__os_close(SOP__SITE_REPO_WRITE, fd, tmp, rc == SOP_OK ? err : NULL);
         if (rc == SOP_OK)
