@@ -1546,6 +1546,20 @@ static sop_rc recover_dead_logs(sop_db *db, bool full, sop_err *err)
     return rc;
 }
 
+/* Whether the pending marker names this handle's own log. */
+static sop_rc pending_is_ours(sop_db *db, bool *ours, sop_err *err)
+{
+    lockstate s;
+    SOP__TRY(state_read(db, &s, err));
+    uint8_t mine[16];
+    *ours = false;
+    if (s.pending && db->log) {
+        log_owner(db, mine);
+        *ours = memcmp(mine, s.owner, 16) == 0;
+    }
+    return SOP_OK;
+}
+
 static sop_rc all_others_gone(sop_db *db, bool *gone, sop_err *err)
 {
     /* a live process holds the lock of its log */
@@ -1583,8 +1597,13 @@ sop_rc sop_db_recover(sop_db *db, sop_err *err)
     /* Full recovery replays every record above the checkpoint in order, the
      * pending one included: replaying it alone first would put it before
      * predecessors a power loss may have undone. */
+    /* ... except this handle's own pending commit (its phase 2 failed):
+     * our log is not among the dead ones, so finish it directly. */
+    bool ours = false;
+    if (rc == SOP_OK && gone)
+        rc = pending_is_ours(db, &ours, err);
     if (rc == SOP_OK)
-        rc = gone ? sop__db_clear_pending(db, err) : redo_pending(db, err);
+        rc = gone && !ours ? sop__db_clear_pending(db, err) : redo_pending(db, err);
     if (rc == SOP_OK)
         rc = recover_dead_logs(db, gone, err);
     sop__db_unlock(db);
