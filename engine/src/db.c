@@ -981,6 +981,13 @@ sop_rc sop__db_prepared_claims(sop_db *db,
     return each_prepared(db, claims_one, &c, err);
 }
 
+/* <uuid>.log: a process's transaction log */
+static bool is_log_name(const char *name)
+{
+    size_t n = strlen(name);
+    return n == SOP__UUID_TEXT_LEN + 4 && strcmp(name + SOP__UUID_TEXT_LEN, ".log") == 0;
+}
+
 static sop_rc committed_in_logs(sop_db *db, const uint8_t txid[16], bool *found, sop_err *err);
 
 typedef struct list_ctx {
@@ -1043,8 +1050,7 @@ static sop_rc committed_in_logs(sop_db *db, const uint8_t txid[16], bool *found,
     const char *name;
     sop_rc rc = SOP_OK;
     while (!f.found && (rc = sop__os_dir_next(&d, &name, err)) == SOP_OK) {
-        size_t n = strlen(name);
-        if (n != SOP__UUID_TEXT_LEN + 4 || strcmp(name + SOP__UUID_TEXT_LEN, ".log") != 0)
+        if (!is_log_name(name))
             continue;
         char path[SOP__PATH_MAX];
         int fd;
@@ -1339,12 +1345,6 @@ static sop_rc remove_orphans(sop_db *db, rec_ctx *c, sop_err *err)
         SOP__TRY(rc);
     }
     return SOP_OK;
-}
-
-static bool is_log_name(const char *name)
-{
-    size_t n = strlen(name);
-    return n == SOP__UUID_TEXT_LEN + 4 && strcmp(name + SOP__UUID_TEXT_LEN, ".log") == 0;
 }
 
 typedef struct seek_ctx {
