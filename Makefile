@@ -30,7 +30,7 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes 
 CPPFLAGS := -D_GNU_SOURCE -Iengine/include -Iengine/src
 CFLAGS := -std=c11 -g $(OPT) -fPIC -fvisibility=hidden $(WARN) $(SANFLAGS) -MMD -MP
 LDFLAGS := $(SANFLAGS)
-LDLIBS := -lisal -lpthread -lm
+LDLIBS := -lisal -lhiredis -lpthread -lm
 
 ENGINE_SRC := $(wildcard engine/src/*.c)
 OBJ := $(ENGINE_SRC:engine/src/%.c=$(BUILD)/obj/%.o)

@@ -3,12 +3,20 @@
  */
 #include "t.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -140,6 +148,248 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* ---- Private redis-servers (t.h) ---- */
+
+#define T_REDIS_MAX     8
+#define T_REDIS_WAIT_MS 5000
+
+static pid_t redis_pids[T_REDIS_MAX]; /* running servers, for the runner */
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+static void redis_untrack(pid_t pid)
+{
+    for (int i = 0; i < T_REDIS_MAX; i++)
+        if (redis_pids[i] == pid)
+            redis_pids[i] = 0;
+}
+
+/* The runner, after each test: servers the test left running die. */
+static void redis_kill_all(void)
+{
+    for (int i = 0; i < T_REDIS_MAX; i++) {
+        if (redis_pids[i] > 0) {
+            kill(redis_pids[i], SIGKILL);
+            waitpid(redis_pids[i], NULL, 0);
+            redis_pids[i] = 0;
+        }
+    }
+}
+
+uint16_t t_free_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        t_fail(__FILE__, __LINE__, "socket: %s", strerror(errno));
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    if (bind(s, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+        getsockname(s, (struct sockaddr *)&a, &len) < 0) {
+        int e = errno;
+        close(s);
+        t_fail(__FILE__, __LINE__, "finding a free port: %s", strerror(e));
+    }
+    close(s);
+    return ntohs(a.sin_port);
+}
+
+/* The last non-empty line of the server's log, for failure messages. */
+static void log_tail(const char *path, char *out, size_t n)
+{
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    char line[512];
+    while (fgets(line, sizeof(line), f))
+        if (line[0] != '\n' && line[0] != '\0') {
+            line[strcspn(line, "\r\n")] = '\0';
+            snprintf(out, n, "%.*s", (int)(n - 1), line);
+        }
+    fclose(f);
+}
+
+/* Starts redis-server on r->port: 0 once it answers PING, 1 if it exited
+ * (its port taken, say); fails the test on anything else. */
+static int redis_try_start(t_redis *r)
+{
+    const char *dir = t_tmpdir();
+    char port[8], words[sizeof(r->extra)];
+    snprintf(port, sizeof(port), "%u", (unsigned)r->port);
+    snprintf(r->log, sizeof(r->log), "%s/redis-%u.log", dir, (unsigned)r->port);
+    snprintf(words, sizeof(words), "%s", r->extra);
+    const char *argv[80] = {"redis-server", "--port", port,    "--bind", "127.0.0.1", "--save", "",
+                            "--appendonly", "no",     "--dir", dir};
+    int argc = 11;
+    char *save = NULL;
+    for (char *w = strtok_r(words, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+        if (argc == 79)
+            t_fail(__FILE__, __LINE__, "t_redis_start: too many extra arguments");
+        argv[argc++] = w;
+    }
+    argv[argc] = NULL;
+
+    int pfd[2]; /* close-on-exec: the child reports a failed exec through it */
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        t_fail(__FILE__, __LINE__, "pipe2: %s", strerror(errno));
+    pid_t parent = getpid();
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        t_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(pfd[0]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
+        int fd = open(r->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        int in = open("/dev/null", O_RDONLY);
+        if (fd >= 0 && in >= 0) {
+            dup2(in, 0);
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execvp(argv[0], (char *const *)argv);
+        int e = errno;
+        if (write(pfd[1], &e, sizeof(e)) < 0)
+            _exit(126);
+        _exit(127);
+    }
+    close(pfd[1]);
+    int e = 0;
+    ssize_t got;
+    while ((got = read(pfd[0], &e, sizeof(e))) < 0 && errno == EINTR)
+        ;
+    close(pfd[0]);
+    if (got == (ssize_t)sizeof(e)) {
+        waitpid(pid, NULL, 0);
+        t_fail(__FILE__, __LINE__,
+               "cannot run redis-server (%s): the Redis tests need it installed "
+               "(apt-get install redis-server; .ci/deps does)",
+               strerror(e));
+    }
+    int slot = 0;
+    while (slot < T_REDIS_MAX && redis_pids[slot] != 0)
+        slot++;
+    if (slot == T_REDIS_MAX) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        t_fail(__FILE__, __LINE__, "t_redis_start: more than %d servers at once", T_REDIS_MAX);
+    }
+    redis_pids[slot] = pid;
+    r->pid = pid;
+
+    double deadline = now_ms() + T_REDIS_WAIT_MS;
+    while (now_ms() < deadline) {
+        if (waitpid(pid, NULL, WNOHANG) == pid) {
+            redis_untrack(pid);
+            r->pid = 0;
+            return 1;
+        }
+        struct timeval tv = {0, 200000};
+        redisContext *c = redisConnectWithTimeout("127.0.0.1", r->port, tv);
+        bool up = false;
+        if (c && !c->err) {
+            struct timeval rtv = {1, 0};
+            redisSetTimeout(c, rtv);
+            redisReply *rep = redisCommand(c, "PING"); /* PONG, or NOAUTH: up */
+            up = rep != NULL;
+            if (rep)
+                freeReplyObject(rep);
+        }
+        redisFree(c);
+        /* still ours: another server on the port would have made ours exit */
+        if (up && waitpid(pid, NULL, WNOHANG) == 0)
+            return 0;
+        sleep_ms(10);
+    }
+    t_redis_stop(r);
+    char tail[300];
+    log_tail(r->log, tail, sizeof(tail));
+    t_fail(__FILE__, __LINE__, "redis-server on port %u did not answer PING within %d ms (%s: %s)",
+           (unsigned)r->port, T_REDIS_WAIT_MS, r->log, tail);
+}
+
+void t_redis_start(t_redis *r, const char *extra_args)
+{
+    memset(r, 0, sizeof(*r));
+    if (extra_args && strlen(extra_args) >= sizeof(r->extra))
+        t_fail(__FILE__, __LINE__, "t_redis_start: extra arguments too long");
+    snprintf(r->extra, sizeof(r->extra), "%s", extra_args ? extra_args : "");
+    for (int attempt = 0; attempt < 5; attempt++) {
+        r->port = t_free_port();
+        if (redis_try_start(r) == 0)
+            return;
+    }
+    char tail[300];
+    log_tail(r->log, tail, sizeof(tail));
+    t_fail(__FILE__, __LINE__, "redis-server exited at start, 5 times (%s: %s)", r->log, tail);
+}
+
+void t_redis_stop(t_redis *r)
+{
+    if (r->pid <= 0)
+        return;
+    pid_t pid = r->pid;
+    kill(pid, SIGTERM);
+    double deadline = now_ms() + 5000;
+    pid_t w;
+    while ((w = waitpid(pid, NULL, WNOHANG)) == 0 && now_ms() < deadline)
+        sleep_ms(5);
+    if (w == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    redis_untrack(pid);
+    r->pid = 0;
+}
+
+void t_redis_restart(t_redis *r)
+{
+    t_redis_stop(r);
+    for (int attempt = 0; attempt < 20; attempt++) { /* the port may linger a moment */
+        if (redis_try_start(r) == 0)
+            return;
+        sleep_ms(50);
+    }
+    char tail[300];
+    log_tail(r->log, tail, sizeof(tail));
+    t_fail(__FILE__, __LINE__, "redis-server did not restart on port %u (%s: %s)",
+           (unsigned)r->port, r->log, tail);
+}
+
+redisContext *t_redis_connect(const t_redis *r, const char *password)
+{
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", r->port, tv);
+    if (c == NULL || c->err) {
+        char reason[128];
+        snprintf(reason, sizeof(reason), "%s", c ? c->errstr : "out of memory");
+        redisFree(c);
+        t_fail(__FILE__, __LINE__, "connecting to redis on port %u: %s", (unsigned)r->port, reason);
+    }
+    struct timeval rtv = {10, 0};
+    redisSetTimeout(c, rtv);
+    if (password) {
+        redisReply *rep = redisCommand(c, "AUTH %s", password);
+        bool ok = rep && rep->type == REDIS_REPLY_STATUS;
+        if (rep)
+            freeReplyObject(rep);
+        if (!ok) {
+            redisFree(c);
+            t_fail(__FILE__, __LINE__, "AUTH on redis port %u failed", (unsigned)r->port);
+        }
+    }
+    return c;
+}
+
 int main(int argc, char **argv)
 {
     const char *prog = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
@@ -164,6 +414,7 @@ int main(int argc, char **argv)
             printf("skip - %s: %s\n", tests[i].name, why);
             skipped++;
         }
+        redis_kill_all();
         if (tmpdir[0] && r != 1)
             nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
         else if (tmpdir[0])

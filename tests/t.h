@@ -48,6 +48,47 @@ uint64_t t_rng_next(t_rng *r);
 /* uniform in [0, n) */
 uint64_t t_rng_below(t_rng *r, uint64_t n);
 
+/*
+ * A private redis-server for one test (coordination tests, the bank test).
+ *
+ * t_redis_start picks a free port on 127.0.0.1 and runs
+ *   redis-server --port P --bind 127.0.0.1 --save '' --appendonly no
+ *                --dir <t_tmpdir()> <extra_args>
+ * extra_args: NULL, or words separated by spaces (no quoting), e.g.
+ * "--requirepass secret" or "--user alice on >pw ~* &* +@all". It returns
+ * once the server answers PING (at most 5 s). Any failure fails the current
+ * test: redis-server not installed (CI installs it: a missing one is an
+ * error, never a skip), the server exiting (its output is in
+ * <t_tmpdir()>/redis-<port>.log, whose last line the message quotes), no
+ * answer in time.
+ *
+ * t_redis_stop sends SIGTERM and waits (SIGKILL after 5 s); a stopped
+ * t_redis can be started again. t_redis_restart stops the server and starts
+ * a new one on the same port with the same arguments: empty, with a new
+ * run_id, and every client connection broken. Servers still running when a
+ * test ends (a failed CHECK) are killed by the runner, and the kernel kills
+ * them if the test process dies (PR_SET_PDEATHSIG: start them from the
+ * test's main thread). At most 8 at once.
+ *
+ * t_redis_connect gives a plain hiredis connection to it (AUTH with
+ * `password` if not NULL), for commands a test issues on the side
+ * (FLUSHALL, CLIENT PAUSE...); the test fails if it cannot connect. Free it
+ * with redisFree. Tests that use it include <hiredis/hiredis.h>.
+ */
+typedef struct t_redis {
+    int pid;       /* 0 when not running */
+    uint16_t port; /* kept across stop/restart */
+    char extra[512];
+    char log[4200];
+} t_redis;
+void t_redis_start(t_redis *r, const char *extra_args);
+void t_redis_stop(t_redis *r);
+void t_redis_restart(t_redis *r);
+struct redisContext;
+struct redisContext *t_redis_connect(const t_redis *r, const char *password);
+/* A port on 127.0.0.1 nothing listens on (just now). */
+uint16_t t_free_port(void);
+
 #define TEST(name)                                                                                 \
     static void name(void);                                                                        \
     __attribute__((constructor)) static void t_reg_##name(void)                                    \

@@ -77,10 +77,15 @@ typedef enum opt_id {
     OPT_REVERSE,
     OPT_LIMIT,
     OPT_BATCH,
+    OPT_REDIS,
+    OPT_REDIS_USER,
+    OPT_REDIS_PASSWORD,
     OPT_COUNT_
 } opt_id;
 
 #define OPT_BIT(o) (1u << (o))
+/* Accepted by every command: coordination through Redis. */
+#define OPT_GLOBAL (OPT_BIT(OPT_REDIS) | OPT_BIT(OPT_REDIS_USER) | OPT_BIT(OPT_REDIS_PASSWORD))
 
 /* Every long option of every command; a command accepts the ones in its mask. */
 static const struct option_def {
@@ -97,6 +102,9 @@ static const struct option_def {
     [OPT_REVERSE] = {"reverse", false},
     [OPT_LIMIT] = {"limit", true},
     [OPT_BATCH] = {"batch", true},
+    [OPT_REDIS] = {"redis", true},
+    [OPT_REDIS_USER] = {"redis-user", true},
+    [OPT_REDIS_PASSWORD] = {"redis-password", true},
 };
 
 #define POS_MAX 4
@@ -289,6 +297,12 @@ static void print_main_help(FILE *f)
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\n"
+               "Every command takes --redis HOST:PORT to coordinate through Redis\n"
+               "(many hosts sharing the database folder; docs/locking.md), with\n"
+               "--redis-user USER and --redis-password PASS (or SOP_REDIS_PASSWORD in\n"
+               "the environment). Without it, processes on this host coordinate\n"
+               "through the database's lock file.\n"
+               "\n"
                "Options may come before or after the arguments; '--opt VALUE' and\n"
                "'--opt=VALUE' are the same, and '--' ends the options (for a key that\n"
                "starts with '-').\n"
@@ -472,7 +486,8 @@ static int parse_args(const command *cmd, int argc, char **argv, args *a)
         size_t name_len = eq ? (size_t)(eq - name) : strlen(name);
         int id = -1;
         for (int o = 0; o < OPT_COUNT_; o++) {
-            if ((cmd->opts & OPT_BIT(o)) && strlen(option_defs[o].name) == name_len &&
+            if (((cmd->opts | OPT_GLOBAL) & OPT_BIT(o)) &&
+                strlen(option_defs[o].name) == name_len &&
                 memcmp(option_defs[o].name, name, name_len) == 0)
                 id = o;
         }
@@ -585,13 +600,65 @@ static int fail(session *s, sop_rc rc)
     return st;
 }
 
+/* How every command opens its database: the embedded coordination, or
+ * Redis with --redis (set up by coordination_options). */
+static sop_db_options db_options;
+static char redis_host[256];
+
+/*
+ * --redis HOST:PORT (PORT defaults to 6379; [v6addr]:PORT for IPv6),
+ * --redis-user USER, --redis-password PASS or, better (it does not show in
+ * the process list), the environment variable SOP_REDIS_PASSWORD.
+ */
+static int coordination_options(const command *cmd, const args *a)
+{
+    sop_db_options_init(&db_options);
+    const char *hp = a->opt[OPT_REDIS];
+    if (hp == NULL) {
+        if (a->opt[OPT_REDIS_USER] || a->opt[OPT_REDIS_PASSWORD])
+            return usage_error(cmd, "--redis-user and --redis-password need --redis HOST:PORT");
+        return ST_OK;
+    }
+    const char *colon = strrchr(hp, ':');
+    const char *host = hp, *port = NULL;
+    size_t hlen = strlen(hp);
+    if (hp[0] == '[') {
+        const char *close = strchr(hp, ']');
+        if (close == NULL || (close[1] != '\0' && close[1] != ':'))
+            return usage_error(cmd, "--redis wants HOST:PORT, not '%s'", hp);
+        host = hp + 1;
+        hlen = (size_t)(close - host);
+        port = close[1] == ':' ? close + 2 : NULL;
+    } else if (colon) {
+        hlen = (size_t)(colon - hp);
+        port = colon + 1;
+    }
+    if (hlen == 0 || hlen >= sizeof(redis_host))
+        return usage_error(cmd, "--redis wants HOST:PORT, not '%s'", hp);
+    memcpy(redis_host, host, hlen);
+    redis_host[hlen] = '\0';
+    db_options.coordination = SOP_COORD_REDIS;
+    db_options.redis.host = redis_host;
+    if (port) {
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(port, &end, 10);
+        if (*port == '\0' || *end != '\0' || errno || v == 0 || v > 65535)
+            return usage_error(cmd, "--redis: port must be 1..65535, not '%s'", port);
+        db_options.redis.port = (uint16_t)v;
+    }
+    db_options.redis.user = a->opt[OPT_REDIS_USER];
+    db_options.redis.password = a->opt[OPT_REDIS_PASSWORD];
+    if (db_options.redis.password == NULL)
+        db_options.redis.password = getenv("SOP_REDIS_PASSWORD");
+    return ST_OK;
+}
+
 static int session_open(session *s, const char *dir)
 {
     memset(s, 0, sizeof(*s));
     s->dir = dir;
-    sop_db_options o;
-    sop_db_options_init(&o);
-    sop_rc rc = sop_db_open(dir, &o, &s->db, &s->err);
+    sop_rc rc = sop_db_open(dir, &db_options, &s->db, &s->err);
     if (rc != SOP_OK)
         return fail(s, blame(s, rc, "open %s", dir));
     return ST_OK;
@@ -1464,6 +1531,8 @@ int main(int argc, char **argv)
     }
     args a;
     int st = parse_args(cmd, argc - 2, argv + 2, &a);
+    if (st == ST_OK)
+        st = coordination_options(cmd, &a);
     if (st != ST_OK)
         return st;
     static char outbuf[1 << 16];

@@ -292,6 +292,25 @@ SOP_API sop_rc sop_cursor_remove(sop_cursor *c, sop_err *err);
 typedef struct sop_db sop_db;
 typedef struct sop_txn sop_txn;
 
+/* How the processes sharing a database coordinate (docs/locking.md). */
+typedef enum sop_coordination {
+    /* One host, no server: OFD locks on the database's lock file, released
+     * by the kernel when a process dies. The default. */
+    SOP_COORD_LOCAL = 0,
+    /* Redis: locks with an owner token and a TTL, and the L2 cache, shared
+     * by processes on many hosts (the database folder on shared storage). */
+    SOP_COORD_REDIS = 1
+} sop_coordination;
+
+typedef struct sop_redis_options {
+    const char *host;     /* default "127.0.0.1" */
+    uint16_t port;        /* default 6379 */
+    const char *user;     /* ACL user for AUTH; NULL: the default user */
+    const char *password; /* NULL: no AUTH */
+    uint32_t database;    /* SELECT index (default 0) */
+    uint32_t timeout_ms;  /* connect and every command (default 2000) */
+} sop_redis_options;
+
 typedef struct sop_db_options {
     /* sop_db_init only: the registry's hash modulus (SOP's
      * RegistryHashModValue): 250 (the default and minimum) .. 750000. Fixed
@@ -302,6 +321,16 @@ typedef struct sop_db_options {
     /* Log bytes after which a commit checkpoints: syncs the files the log
      * protects and starts the log over (default 16 MiB). */
     uint64_t checkpoint_bytes;
+    /* SOP_COORD_LOCAL (default) or SOP_COORD_REDIS with `redis`. */
+    sop_coordination coordination;
+    sop_redis_options redis;
+    /* Redis only: how long the commit lock lives unless its holder extends
+     * it (default 15000). A holder paused longer loses it; storage fencing
+     * keeps its late writes out (docs/locking.md). */
+    uint32_t lock_ttl_ms;
+    /* The process-wide L1 cache of decoded nodes, in bytes (default 64 MiB;
+     * the largest value any open database asked for wins). */
+    uint64_t l1_cache_bytes;
 } sop_db_options;
 
 SOP_API void sop_db_options_init(sop_db_options *o);

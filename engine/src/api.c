@@ -96,16 +96,96 @@ static sop_rc current_ref(sop__cursor *c, uint8_t ref[SOP__VALREF_SIZE], sop_err
     return SOP_OK;
 }
 
+/* ---- the item action log (commit merging, docs/locking.md) ---- */
+
+static bool recording(const sop_btree *bt)
+{
+    return bt->ts && !bt->ts->unmergeable && bt->ts->txn->mode == SOP_TXN_WRITE;
+}
+
+/* The item a cursor is on, as seen before a change. */
+typedef struct seen {
+    bool ok;
+    uint8_t *key;
+    uint32_t klen, version;
+    uint8_t id[SOP_ID_LEN];
+} seen;
+
+static void seen_take(sop_btree *bt, sop__cursor *c, seen *s)
+{
+    memset(s, 0, sizeof(*s));
+    if (!recording(bt))
+        return;
+    sop__node *n;
+    uint32_t i;
+    if (sop__cursor_current(c, &n, &i, NULL) != SOP_OK)
+        return;
+    s->key = sop__malloc(n->items[i].klen ? n->items[i].klen : 1);
+    if (s->key == NULL) {
+        sop__txstore_note_scan(bt->ts); /* cannot record: validate per node */
+        return;
+    }
+    memcpy(s->key, sop__node_key(n, i), n->items[i].klen);
+    s->klen = n->items[i].klen;
+    s->version = n->items[i].version;
+    memcpy(s->id, n->items[i].id, SOP_ID_LEN);
+    s->ok = true;
+}
+
+/* Records kind for the item seen (if the change succeeded) and frees it. */
+static sop_rc seen_note(sop_btree *bt, seen *s, sop_rc rc, sop__act_kind kind, const void *val,
+                        size_t vlen)
+{
+    if (s->ok && rc == SOP_OK)
+        sop__txstore_note(bt->ts, kind, s->key, s->klen, s->id, s->version, val, (uint32_t)vlen);
+    sop__free(s->key);
+    s->key = NULL;
+    return rc;
+}
+
+/* Records a read of the cursor's item. */
+static void note_read(sop_btree *bt, sop__cursor *c)
+{
+    seen s;
+    seen_take(bt, c, &s);
+    seen_note(bt, &s, SOP_OK, SOP__ACT_READ, NULL, 0);
+}
+
+/* Records the outcome of looking a key (and maybe an ID) up. */
+static sop_rc note_lookup(sop_btree *bt, sop__cursor *c, sop_rc rc, const void *key, size_t klen,
+                          const uint8_t *id)
+{
+    if (!recording(bt))
+        return rc;
+    if (rc == SOP_OK)
+        note_read(bt, c);
+    else if (rc == SOP_NOTFOUND)
+        sop__txstore_note(bt->ts, SOP__ACT_ABSENT, key, (uint32_t)klen, id, 0, NULL, 0);
+    return rc;
+}
+
+static void note_scan(sop_btree *bt)
+{
+    if (recording(bt))
+        sop__txstore_note_scan(bt->ts);
+}
+
 static sop_rc do_update_value(sop_btree *bt, sop__cursor *c, const void *val, size_t vlen,
                               sop_err *err)
 {
     SOP__TRY(may_write(bt, err));
-    if (!sop__txstore_refs_values(bt->ts))
-        return tree_rc(bt, sop__cursor_update_value(c, val, (uint32_t)vlen, err));
+    seen s;
+    if (!sop__txstore_refs_values(bt->ts)) {
+        seen_take(bt, c, &s);
+        sop_rc rc = sop__cursor_update_value(c, val, (uint32_t)vlen, err);
+        return tree_rc(bt, seen_note(bt, &s, rc, SOP__ACT_UPDATE, val, vlen));
+    }
     uint8_t old[SOP__VALREF_SIZE], ref[SOP__VALREF_SIZE];
     SOP__TRY(current_ref(c, old, err));
     SOP__TRY(sop__txstore_value_put(bt->ts, val, vlen, ref, err));
+    seen_take(bt, c, &s);
     sop_rc rc = sop__cursor_update_value(c, ref, SOP__VALREF_SIZE, err);
+    seen_note(bt, &s, rc, SOP__ACT_UPDATE, ref, SOP__VALREF_SIZE);
     if (rc != SOP_OK) {
         sop__txstore_value_drop(bt->ts, ref, SOP__VALREF_SIZE, NULL);
         return tree_rc(bt, rc);
@@ -113,27 +193,56 @@ static sop_rc do_update_value(sop_btree *bt, sop__cursor *c, const void *val, si
     return sop__txstore_value_drop(bt->ts, old, SOP__VALREF_SIZE, err);
 }
 
+/* After an add: record it (the cursor is on the new item). */
+static sop_rc note_add(sop_btree *bt, sop__cursor *c, sop_rc rc, const void *key, size_t klen,
+                       const void *raw, size_t rawlen)
+{
+    if (!recording(bt))
+        return rc;
+    if (rc == SOP_EXISTS) {
+        sop__txstore_note(bt->ts, SOP__ACT_PRESENT, key, (uint32_t)klen, NULL, 0, NULL, 0);
+    } else if (rc == SOP_OK) {
+        sop__node *n;
+        uint32_t i;
+        if (sop__cursor_current(c, &n, &i, NULL) == SOP_OK)
+            sop__txstore_note(bt->ts, SOP__ACT_ADD, key, (uint32_t)klen, n->items[i].id, 0, raw,
+                              (uint32_t)rawlen);
+        else
+            sop__txstore_note_scan(bt->ts);
+    }
+    return rc;
+}
+
 static sop_rc do_add(sop_btree *bt, sop__cursor *c, const void *key, size_t klen, const void *val,
                      size_t vlen, unsigned mode, sop_err *err)
 {
     SOP__TRY(may_write(bt, err));
-    if (!sop__txstore_refs_values(bt->ts))
+    if (bt->ts == NULL)
         return tree_rc(
             bt, sop__cursor_add(c, key, (uint32_t)klen, val, (uint32_t)vlen, NULL, mode, err));
-    /* The tree must never replace a reference itself: the old value's blob
-     * has to be dropped. */
+    /* In a store, conditional adds look first: the tree must never replace
+     * a reference itself (the old value's blob has to be dropped), and the
+     * action log records what really happened (an add or an update). */
     if (mode != SOP_ADD) {
         sop_rc rc = sop__cursor_find(c, key, (uint32_t)klen, err);
-        if (rc == SOP_OK && mode == SOP_ADD_IF_NOT_EXISTS)
+        if (rc == SOP_OK && mode == SOP_ADD_IF_NOT_EXISTS) {
+            note_read(bt, c);
             return sop__err_set(err, SOP_EXISTS, 0, "btree: key exists");
+        }
         if (rc == SOP_OK)
             return do_update_value(bt, c, val, vlen, err);
         if (rc != SOP_NOTFOUND)
             return tree_rc(bt, rc);
     }
+    if (!sop__txstore_refs_values(bt->ts)) {
+        sop_rc rc =
+            sop__cursor_add(c, key, (uint32_t)klen, val, (uint32_t)vlen, NULL, SOP_ADD, err);
+        return tree_rc(bt, note_add(bt, c, rc, key, klen, val, vlen));
+    }
     uint8_t ref[SOP__VALREF_SIZE];
     SOP__TRY(sop__txstore_value_put(bt->ts, val, vlen, ref, err));
     sop_rc rc = sop__cursor_add(c, key, (uint32_t)klen, ref, SOP__VALREF_SIZE, NULL, SOP_ADD, err);
+    note_add(bt, c, rc, key, klen, ref, SOP__VALREF_SIZE);
     if (rc != SOP_OK)
         sop__txstore_value_drop(bt->ts, ref, SOP__VALREF_SIZE, NULL);
     return tree_rc(bt, rc);
@@ -142,11 +251,17 @@ static sop_rc do_add(sop_btree *bt, sop__cursor *c, const void *key, size_t klen
 static sop_rc do_remove(sop_btree *bt, sop__cursor *c, sop_err *err)
 {
     SOP__TRY(may_write(bt, err));
-    if (!sop__txstore_refs_values(bt->ts))
-        return tree_rc(bt, sop__cursor_remove(c, err));
+    seen s;
+    if (!sop__txstore_refs_values(bt->ts)) {
+        seen_take(bt, c, &s);
+        sop_rc rc = sop__cursor_remove(c, err);
+        return tree_rc(bt, seen_note(bt, &s, rc, SOP__ACT_REMOVE, NULL, 0));
+    }
     uint8_t old[SOP__VALREF_SIZE];
     SOP__TRY(current_ref(c, old, err));
-    SOP__TRY(tree_rc(bt, sop__cursor_remove(c, err)));
+    seen_take(bt, c, &s);
+    sop_rc rc = sop__cursor_remove(c, err);
+    SOP__TRY(tree_rc(bt, seen_note(bt, &s, rc, SOP__ACT_REMOVE, NULL, 0)));
     return sop__txstore_value_drop(bt->ts, old, SOP__VALREF_SIZE, err);
 }
 
@@ -229,8 +344,10 @@ sop_rc sop_btree_update(sop_btree *bt, const void *key, size_t key_len, const vo
     SOP__TRY(check_kv(key, key_len, value, value_len, true, value_max(bt), err));
     SOP__TRY(may_write(bt, err));
     sop_rc rc = sop__cursor_find(&bt->cur, key, (uint32_t)key_len, err);
-    if (rc == SOP_NOTFOUND)
+    if (rc == SOP_NOTFOUND) {
+        note_lookup(bt, &bt->cur, rc, key, key_len, NULL);
         return sop__err_set_const(err, SOP_NOTFOUND, "btree: no item with that key");
+    }
     if (rc != SOP_OK)
         return tree_rc(bt, rc);
     return do_update_value(bt, &bt->cur, value, value_len, err);
@@ -243,8 +360,10 @@ sop_rc sop_btree_remove(sop_btree *bt, const void *key, size_t key_len, sop_err 
     SOP__TRY(check_kv(key, key_len, NULL, 0, false, 0, err));
     SOP__TRY(may_write(bt, err));
     sop_rc rc = sop__cursor_find(&bt->cur, key, (uint32_t)key_len, err);
-    if (rc == SOP_NOTFOUND)
+    if (rc == SOP_NOTFOUND) {
+        note_lookup(bt, &bt->cur, rc, key, key_len, NULL);
         return sop__err_set_const(err, SOP_NOTFOUND, "btree: no item with that key");
+    }
     if (rc != SOP_OK)
         return tree_rc(bt, rc);
     return do_remove(bt, &bt->cur, err);
@@ -275,7 +394,8 @@ sop_rc sop_btree_get(sop_btree *bt, const void *key, size_t key_len, sop_item *o
         return bad_arg(err, "sop_btree_get: NULL argument");
     SOP__TRY(check_kv(key, key_len, NULL, 0, false, 0, err));
     SOP__TRY(may_read(bt, err));
-    sop_rc rc = sop__cursor_find(&bt->cur, key, (uint32_t)key_len, err);
+    sop_rc rc = note_lookup(bt, &bt->cur, sop__cursor_find(&bt->cur, key, (uint32_t)key_len, err),
+                            key, key_len, NULL);
     if (rc == SOP_NOTFOUND)
         return sop__err_set_const(err, SOP_NOTFOUND, "btree: no item with that key");
     if (rc != SOP_OK)
@@ -350,24 +470,28 @@ static sop_rc moved(sop_rc rc, sop_err *err, const char *what)
 sop_rc sop_cursor_first(sop_cursor *c, sop_err *err)
 {
     CURSOR_CHECK(c);
+    note_scan(tree_of(c));
     return moved(sop__cursor_first(c, err), err, "cursor: the tree is empty");
 }
 
 sop_rc sop_cursor_last(sop_cursor *c, sop_err *err)
 {
     CURSOR_CHECK(c);
+    note_scan(tree_of(c));
     return moved(sop__cursor_last(c, err), err, "cursor: the tree is empty");
 }
 
 sop_rc sop_cursor_next(sop_cursor *c, sop_err *err)
 {
     CURSOR_CHECK(c);
+    note_scan(tree_of(c));
     return moved(sop__cursor_next(c, err), err, "cursor: no next item");
 }
 
 sop_rc sop_cursor_prev(sop_cursor *c, sop_err *err)
 {
     CURSOR_CHECK(c);
+    note_scan(tree_of(c));
     return moved(sop__cursor_prev(c, err), err, "cursor: no previous item");
 }
 
@@ -375,14 +499,16 @@ sop_rc sop_cursor_find(sop_cursor *c, const void *key, size_t key_len, sop_err *
 {
     CURSOR_CHECK(c);
     SOP__TRY(check_kv(key, key_len, NULL, 0, false, 0, err));
-    return moved(sop__cursor_find(c, key, (uint32_t)key_len, err), err,
-                 "cursor: no item with that key");
+    return moved(note_lookup(tree_of(c), c, sop__cursor_find(c, key, (uint32_t)key_len, err), key,
+                             key_len, NULL),
+                 err, "cursor: no item with that key");
 }
 
 sop_rc sop_cursor_find_last(sop_cursor *c, const void *key, size_t key_len, sop_err *err)
 {
     CURSOR_CHECK(c);
     SOP__TRY(check_kv(key, key_len, NULL, 0, false, 0, err));
+    note_scan(tree_of(c));
     return moved(sop__cursor_find_last(c, key, (uint32_t)key_len, err), err,
                  "cursor: no item with that key");
 }
@@ -394,8 +520,9 @@ sop_rc sop_cursor_find_id(sop_cursor *c, const void *key, size_t key_len,
     if (id == NULL)
         return bad_arg(err, "sop_cursor_find_id: NULL id");
     SOP__TRY(check_kv(key, key_len, NULL, 0, false, 0, err));
-    return moved(sop__cursor_find_id(c, key, (uint32_t)key_len, id, err), err,
-                 "cursor: no item with that key and ID");
+    return moved(note_lookup(tree_of(c), c, sop__cursor_find_id(c, key, (uint32_t)key_len, id, err),
+                             key, key_len, id),
+                 err, "cursor: no item with that key and ID");
 }
 
 sop_rc sop_cursor_item(sop_cursor *c, sop_item *out, sop_err *err)
@@ -410,6 +537,8 @@ sop_rc sop_cursor_item(sop_cursor *c, sop_item *out, sop_err *err)
         return sop__err_set_const(err, SOP_NOTFOUND, "cursor: not on an item");
     if (rc != SOP_OK)
         return rc;
+    note_read(tree_of(c), c);
+    SOP__TRY(sop__cursor_current(c, &n, &i, err));
     return fill_item(tree_of(c), n, i, out, err);
 }
 
@@ -450,7 +579,10 @@ sop_rc sop_cursor_update_key(sop_cursor *c, const void *key, size_t key_len, sop
     CURSOR_CHECK(c);
     SOP__TRY(check_kv(key, key_len, NULL, 0, false, 0, err));
     SOP__TRY(may_write(tree_of(c), err));
-    return tree_rc(tree_of(c), sop__cursor_update_key(c, key, (uint32_t)key_len, err));
+    seen s;
+    seen_take(tree_of(c), c, &s);
+    sop_rc rc = sop__cursor_update_key(c, key, (uint32_t)key_len, err);
+    return tree_rc(tree_of(c), seen_note(tree_of(c), &s, rc, SOP__ACT_UPDATE_KEY, key, key_len));
 }
 
 sop_rc sop_cursor_remove(sop_cursor *c, sop_err *err)

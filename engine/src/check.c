@@ -178,6 +178,8 @@ static sop_rc check_store(sop_db *db, checker *k, const char *name, sop_err *err
 
     sop_txn *t;
     rc = sop_txn_begin(db, SOP_TXN_NOCHECK, 0, &t, err);
+    if (rc == SOP_OK)
+        t->no_cache = true; /* the disk, not what this process remembers */
     if (rc != SOP_OK)
         goto out;
     sop__txstore *ts;

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "bytes.h"
+#include "cache.h"
 #include "crc.h"
 #include "err.h"
 #include "fault.h"
@@ -76,11 +77,16 @@ void sop_db_options_init(sop_db_options *o)
     o->registry_hash_mod = SOP__REG_HASH_MOD_DEFAULT;
     o->lock_timeout_ms = 30000;
     o->checkpoint_bytes = 16u << 20;
+    o->lock_ttl_ms = 15000;
+    o->redis.host = "127.0.0.1";
+    o->redis.port = 6379;
+    o->redis.timeout_ms = 2000;
+    o->l1_cache_bytes = 64u << 20;
 }
 
 /* ---- the header ------------------------------------------------------ */
 
-static sop_rc read_header(const char *dir, uint32_t *hash_mod, sop_err *err)
+static sop_rc read_header(const char *dir, uint32_t *hash_mod, uint8_t id[16], sop_err *err)
 {
     char path[SOP__PATH_MAX];
     SOP__TRY(path_join(path, err, dir, "sop.db"));
@@ -103,6 +109,8 @@ static sop_rc read_header(const char *dir, uint32_t *hash_mod, sop_err *err)
         return sop__err_set(err, SOP_CORRUPT, 0, "%s: unsupported format version %u", path,
                             sop__le_get32(h + 8));
     *hash_mod = sop__le_get32(h + 12);
+    if (id)
+        memcpy(id, h + 16, 16);
     if (*hash_mod < SOP__REG_HASH_MOD_MIN || *hash_mod > SOP__REG_HASH_MOD_MAX)
         return sop__err_set(err, SOP_CORRUPT, 0, "%s: hash modulus %u out of range", path,
                             *hash_mod);
@@ -128,7 +136,7 @@ sop_rc sop_db_init(const char *dir, const sop_db_options *opts, sop_err *err)
         return sop__err_set(err, SOP_INVALID, 0, "registry hash modulus %u must be %u..%u", mod,
                             SOP__REG_HASH_MOD_MIN, SOP__REG_HASH_MOD_MAX);
     uint32_t existing;
-    sop_rc rc = read_header(dir, &existing, err);
+    sop_rc rc = read_header(dir, &existing, NULL, err);
     if (rc == SOP_OK) {
         if (existing != mod)
             return sop__err_set(err, SOP_EXISTS, 0,
@@ -179,6 +187,7 @@ sop_rc sop_db_init(const char *dir, const sop_db_options *opts, sop_err *err)
 typedef struct lockstate {
     uint64_t seq;         /* last commit sequence number handed out */
     bool pending;         /* a commit is being applied */
+    bool handoff;         /* ... and its owner left it for others to finish */
     uint8_t owner[16];    /* ... by the process owning this log */
     uint64_t pending_seq; /* ... with this sequence number */
 } lockstate;
@@ -195,6 +204,7 @@ static sop_rc state_read(sop_db *db, lockstate *s, sop_err *err)
         return SOP_OK; /* never written, or lost with a crash: recovery sorts it out */
     s->seq = sop__le_get64(b + 8);
     s->pending = b[16] != 0;
+    s->handoff = b[17] != 0;
     memcpy(s->owner, b + 20, 16);
     s->pending_seq = sop__le_get64(b + 36);
     return SOP_OK;
@@ -207,6 +217,7 @@ static sop_rc state_write(sop_db *db, const lockstate *s, sop_err *err)
     sop__le_put32(b, STATE_MAGIC);
     sop__le_put64(b + 8, s->seq);
     b[16] = s->pending ? 1 : 0;
+    b[17] = s->handoff ? 1 : 0;
     memcpy(b + 20, s->owner, 16);
     sop__le_put64(b + 36, s->pending_seq);
     sop__le_put32(b + 60, sop__crc32c(0, b, 60));
@@ -239,10 +250,13 @@ static sop_rc ckpt_read(sop_db *db, uint64_t *gen, uint64_t *ckpt_seq, sop_err *
     return SOP_OK;
 }
 
-static sop_rc ckpt_write(sop_db *db, uint64_t ckpt_seq, sop_err *err)
+/* Under the exclusive sector lock; the mark only moves forward. */
+static sop_rc ckpt_write_locked(sop_db *db, uint64_t ckpt_seq, sop_err *err)
 {
     uint64_t gen, old;
     SOP__TRY(ckpt_read(db, &gen, &old, err));
+    if (old >= ckpt_seq)
+        return SOP_OK;
     uint8_t b[32];
     memset(b, 0, sizeof(b));
     sop__le_put32(b, CKPT_MAGIC);
@@ -254,59 +268,99 @@ static sop_rc ckpt_write(sop_db *db, uint64_t ckpt_seq, sop_err *err)
     return sop__os_fdatasync(SOP__SITE_DB_LOCK, db->lock_fd, db->lockpath, err);
 }
 
+static sop_rc sector_lock(sop_db *db, bool exclusive, sop_err *err);
+static void sector_unlock(sop_db *db);
+
+static sop_rc ckpt_write(sop_db *db, uint64_t ckpt_seq, sop_err *err)
+{
+    SOP__TRY(sector_lock(db, true, err));
+    sop_rc rc = ckpt_write_locked(db, ckpt_seq, err);
+    sector_unlock(db);
+    return rc;
+}
+
 static void sleep_ms(unsigned ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
 
+/*
+ * The state sector (sequence counter, pending marker) and the checkpoint
+ * mark are read under a shared and changed under an exclusive OFD lock on
+ * byte 1 of the lock file: a short critical section (no I/O but the
+ * sector's own pread/pwrite) that is the storage anchor of every commit
+ * (docs/locking.md). It is never held while waiting for anything else.
+ */
+#define SECTOR_LOCK_OFF 1u
+
+static sop_rc sector_lock(sop_db *db, bool exclusive, sop_err *err)
+{
+    return sop__os_lock(SOP__SITE_DB_LOCK, db->lock_fd,
+                        exclusive ? SOP__OS_LOCK_EXCLUSIVE : SOP__OS_LOCK_SHARED, SECTOR_LOCK_OFF,
+                        1, true, db->lockpath, err);
+}
+
+static void sector_unlock(sop_db *db)
+{
+    sop__os_unlock(SOP__SITE_DB_LOCK, db->lock_fd, SECTOR_LOCK_OFF, 1, db->lockpath, NULL);
+}
+
+static sop_rc state_read_locked(sop_db *db, lockstate *s, sop_err *err)
+{
+    SOP__TRY(sector_lock(db, false, err));
+    sop_rc rc = state_read(db, s, err);
+    sector_unlock(db);
+    return rc;
+}
+
 sop_rc sop__db_lock(sop_db *db, bool exclusive, int64_t deadline_ms, sop_err *err)
 {
+    (void)exclusive; /* only the commit lock is left; readers use the sector */
     int64_t limit = sop__now_ms() + db->opts.lock_timeout_ms;
     if (deadline_ms > 0 && deadline_ms < limit)
         limit = deadline_ms;
-    unsigned backoff = 1;
-    for (;;) {
-        sop_rc rc = sop__os_lock(SOP__SITE_DB_LOCK, db->lock_fd,
-                                 exclusive ? SOP__OS_LOCK_EXCLUSIVE : SOP__OS_LOCK_SHARED, 0, 1,
-                                 false, db->lockpath, err);
-        if (rc == SOP_OK) {
-            db->locked = true;
-            return SOP_OK;
-        }
-        if (rc != SOP_LOCKED)
-            return rc;
-        if (sop__now_ms() >= limit)
-            return sop__err_set(err, SOP_TIMEOUT, 0,
-                                "commit lock %s: still held by another process after %u ms",
-                                db->lockpath, db->opts.lock_timeout_ms);
-        /* jittered exponential backoff, 1..32 ms */
-        sleep_ms(backoff + (unsigned)(sop__random64() % backoff));
-        if (backoff < 32)
-            backoff *= 2;
+    sop_rc rc = sop__coord_lock(db->coord, db->commit_key, db->opts.lock_ttl_ms, limit,
+                                db->lock_token, err);
+    if (rc == SOP_TIMEOUT)
+        return sop__err_set(err, SOP_TIMEOUT, 0,
+                            "commit lock of %s (%s coordination): still held by another process "
+                            "after %u ms",
+                            db->dir, db->coord->kind, db->opts.lock_timeout_ms);
+    SOP__TRY(rc);
+    db->locked = true;
+    db->lock_taken_ms = sop__now_ms();
+    /* The fence: the sequence number this holder validates against. A
+     * commit claims seq + 1 only if nobody claimed it meanwhile (a holder
+     * whose Redis lock expired while it was paused finds it changed). */
+    lockstate s;
+    rc = state_read_locked(db, &s, err);
+    if (rc != SOP_OK) {
+        sop__db_unlock(db);
+        return rc;
     }
+    db->fence_seq = s.seq;
+    return SOP_OK;
 }
 
 void sop__db_unlock(sop_db *db)
 {
     if (!db->locked)
         return;
-    sop__os_unlock(SOP__SITE_DB_LOCK, db->lock_fd, 0, 1, db->lockpath, NULL);
+    db->coord->ops->unlock(db->coord, db->commit_key, db->lock_token, NULL);
     db->locked = false;
 }
 
-sop_rc sop__db_next_seq(sop_db *db, uint64_t *seq, sop_err *err)
+sop_rc sop__db_lock_extend(sop_db *db, sop_err *err)
 {
-    lockstate s;
-    SOP__TRY(state_read(db, &s, err));
-    uint64_t gen, ckpt;
-    SOP__TRY(ckpt_read(db, &gen, &ckpt, err));
-    uint64_t next = (s.seq > ckpt ? s.seq : ckpt) + 1;
-    if (next <= db->log_max_seq)
-        next = db->log_max_seq + 1;
-    s.seq = next;
-    SOP__TRY(state_write(db, &s, err));
-    *seq = next;
+    if (!db->locked)
+        return sop__err_set(err, SOP_INTERNAL, 0, "commit lock not held");
+    /* only worth a round trip once a good part of the TTL has gone */
+    if (sop__now_ms() - db->lock_taken_ms < (int64_t)db->opts.lock_ttl_ms / 3)
+        return SOP_OK;
+    SOP__TRY(db->coord->ops->extend(db->coord, db->commit_key, db->lock_token, db->opts.lock_ttl_ms,
+                                    err));
+    db->lock_taken_ms = sop__now_ms();
     return SOP_OK;
 }
 
@@ -322,34 +376,82 @@ static void log_owner(const sop_db *db, uint8_t owner[16])
         memset(owner, 0, 16);
 }
 
-sop_rc sop__db_set_pending(sop_db *db, uint64_t seq, sop_err *err)
+sop_rc sop__db_claim_seq(sop_db *db, uint64_t *seq, sop_err *err)
 {
+    SOP__TRY(sector_lock(db, true, err));
     lockstate s;
-    SOP__TRY(state_read(db, &s, err));
-    s.pending = true;
-    s.pending_seq = seq;
-    if (s.seq < seq)
-        s.seq = seq;
-    log_owner(db, s.owner);
-    return state_write(db, &s, err);
+    uint64_t gen, ckpt;
+    sop_rc rc = state_read(db, &s, err);
+    if (rc == SOP_OK)
+        rc = ckpt_read(db, &gen, &ckpt, err);
+    if (rc == SOP_OK && (s.seq != db->fence_seq || s.pending))
+        rc = sop__err_set(err, SOP_CONFLICT, 0,
+                          "commit of %s: another commit claimed sequence number %llu since this "
+                          "one validated (its commit lock expired); retry",
+                          db->dir, (unsigned long long)(s.seq + (s.pending ? 0 : 1)));
+    if (rc == SOP_OK) {
+        uint64_t next = (s.seq > ckpt ? s.seq : ckpt) + 1;
+        if (next <= db->log_max_seq)
+            next = db->log_max_seq + 1;
+        s.seq = next;
+        s.pending = true;
+        s.handoff = false;
+        s.pending_seq = next;
+        log_owner(db, s.owner);
+        rc = state_write(db, &s, err);
+        if (rc == SOP_OK) {
+            db->fence_seq = next;
+            *seq = next;
+        }
+    }
+    sector_unlock(db);
+    return rc;
 }
 
-sop_rc sop__db_pending(sop_db *db, bool *pending, sop_err *err)
+sop_rc sop__db_state(sop_db *db, uint64_t *seq, bool *pending, sop_err *err)
 {
     lockstate s;
-    SOP__TRY(state_read(db, &s, err));
+    SOP__TRY(state_read_locked(db, &s, err));
+    *seq = s.seq;
     *pending = s.pending;
     return SOP_OK;
 }
 
-sop_rc sop__db_clear_pending(sop_db *db, sop_err *err)
+/* Clears the marker if it still says (owner, seq): nobody else's marker is
+ * ever cleared, even by a holder whose lock expired. */
+static sop_rc clear_pending_of(sop_db *db, const uint8_t owner[16], uint64_t seq, sop_err *err)
 {
+    SOP__TRY(sector_lock(db, true, err));
     lockstate s;
-    SOP__TRY(state_read(db, &s, err));
-    if (!s.pending)
-        return SOP_OK;
-    s.pending = false;
-    return state_write(db, &s, err);
+    sop_rc rc = state_read(db, &s, err);
+    if (rc == SOP_OK && s.pending && s.pending_seq == seq && memcmp(s.owner, owner, 16) == 0) {
+        s.pending = false;
+        rc = state_write(db, &s, err);
+    }
+    sector_unlock(db);
+    return rc;
+}
+
+sop_rc sop__db_hand_off(sop_db *db, uint64_t seq, sop_err *err)
+{
+    uint8_t me[16];
+    log_owner(db, me);
+    SOP__TRY(sector_lock(db, true, err));
+    lockstate s;
+    sop_rc rc = state_read(db, &s, err);
+    if (rc == SOP_OK && s.pending && s.pending_seq == seq && memcmp(s.owner, me, 16) == 0) {
+        s.handoff = true;
+        rc = state_write(db, &s, err);
+    }
+    sector_unlock(db);
+    return rc;
+}
+
+sop_rc sop__db_clear_pending(sop_db *db, uint64_t seq, sop_err *err)
+{
+    uint8_t me[16];
+    log_owner(db, me);
+    return clear_pending_of(db, me, seq, err);
 }
 
 /* ---- store handles ------------------------------------------------------ */
@@ -753,7 +855,7 @@ sop_rc sop__db_append_intent(sop_db *db, const uint8_t txid[16], const char *nam
     return rc;
 }
 
-static sop_rc redo_pending(sop_db *db, sop_err *err);
+static sop_rc redo_pending(sop_db *db, bool may_wait, sop_err *err);
 
 /* Removes leftover prepared files of committed transactions; SOP_IO while
  * any remains (the log must keep the COMMIT records that prove them). */
@@ -781,12 +883,12 @@ static sop_rc checkpoint_locked(sop_db *db, sop_err *err)
 {
     retry_abandoned(db);
     SOP__TRY(retry_leftover_prep(db, err));
-    SOP__TRY(redo_pending(db, err));
+    SOP__TRY(redo_pending(db, true, err));
     lockstate s;
-    SOP__TRY(state_read(db, &s, err));
-    uint64_t gen, ckpt;
-    SOP__TRY(ckpt_read(db, &gen, &ckpt, err));
-    uint64_t upto = s.seq > ckpt ? s.seq : ckpt;
+    SOP__TRY(state_read_locked(db, &s, err));
+    /* Everything up to s.seq is applied (a claim above it is someone's
+     * commit in flight, not ours to vouch for). */
+    uint64_t upto = s.pending ? s.pending_seq - 1 : s.seq;
     if (db->log_max_seq > upto)
         upto = db->log_max_seq;
     SOP__TRY(sop__os_syncfs(SOP__SITE_DB_SYNC, db->dir_fd, db->dir, err));
@@ -1096,9 +1198,7 @@ static sop_rc decide_prepared(sop_db *db, const uint8_t txid[16], bool commit, s
          * so it can never count later); once it is, the decision stands:
          * the prepared file goes, and a failed apply is finished from the
          * log by the pending marker, like any phase 2. */
-        rc = sop__db_next_seq(db, &seq, err);
-        if (rc == SOP_OK)
-            rc = sop__db_set_pending(db, seq, err);
+        rc = sop__db_claim_seq(db, &seq, err);
         bool appended = false;
         if (rc == SOP_OK)
             appended = (rc = sop__log_append(db->log, SOP__LOG_COMMIT, txid, seq, payload, len,
@@ -1108,7 +1208,7 @@ static sop_rc decide_prepared(sop_db *db, const uint8_t txid[16], bool commit, s
         if (rc != SOP_OK) {
             if (appended && sop__log_retract(db->log, NULL) != SOP_OK)
                 sop__err_prefix(err, "commit outcome unknown until the database is recovered");
-            sop__db_clear_pending(db, NULL);
+            sop__db_clear_pending(db, seq, NULL);
             goto out;
         }
         db->log_max_seq = seq;
@@ -1126,7 +1226,9 @@ static sop_rc decide_prepared(sop_db *db, const uint8_t txid[16], bool commit, s
         }
         rc = sop__redo_apply(db, payload, len, false, err);
         if (rc == SOP_OK)
-            rc = sop__db_clear_pending(db, err);
+            rc = sop__db_clear_pending(db, seq, err);
+        else
+            sop__db_hand_off(db, seq, NULL); /* the next lock holder finishes it */
         if (rc != SOP_OK)
             sop__err_prefix(err, "committed, but making it visible failed (finished later)");
         goto out;
@@ -1368,51 +1470,84 @@ static sop_rc seek_seq(void *ctx, const sop__logrec *r)
  * Under the commit lock: if a commit was left half applied (its committer
  * died, or its phase 2 failed), redo it from its committer's log - read
  * without claiming it, the owner may be alive - and clear the marker.
+ *
+ * A marker without a durable record means its committer died (or
+ * retracted) before its commit point: cleared. Except when the committer
+ * is alive and the coordination lock can expire (Redis): then it may be
+ * between its claim and its commit point after its lock ran out, and only
+ * it can decide; wait for it (docs/locking.md, "stale holders").
  */
-static sop_rc redo_pending(sop_db *db, sop_err *err)
+static sop_rc redo_pending(sop_db *db, bool may_wait, sop_err *err)
 {
-    lockstate s;
-    SOP__TRY(state_read(db, &s, err));
-    if (!s.pending)
-        return SOP_OK;
-    char text[SOP__UUID_TEXT_LEN + 5], path[SOP__PATH_MAX];
-    sop__uuid_format(s.owner, text);
-    strcat(text, ".log");
-    SOP__TRY(path_join(path, err, db->txlog, text));
-    int fd;
-    sop_rc rc = sop__os_open(SOP__SITE_LOG_READ, path, O_RDONLY, 0, &fd, err);
-    seek_ctx k = {s.pending_seq, NULL, 0, err};
-    if (rc == SOP_OK) {
-        rc = sop__log_scan(fd, path, seek_seq, &k, err);
-        sop__os_close(SOP__SITE_LOG_READ, fd, path, NULL);
+    int64_t limit = sop__now_ms() + db->opts.lock_timeout_ms;
+    for (unsigned backoff = 1;;) {
+        lockstate s;
+        SOP__TRY(state_read_locked(db, &s, err));
+        if (!s.pending)
+            return SOP_OK;
+        char text[SOP__UUID_TEXT_LEN + 5], path[SOP__PATH_MAX];
+        sop__uuid_format(s.owner, text);
+        strcat(text, ".log");
+        SOP__TRY(path_join(path, err, db->txlog, text));
+        bool alive = false;
+        if (db->log == NULL || strcmp(path, sop__log_path(db->log)) != 0) {
+            int cfd;
+            sop_rc crc = sop__log_claim(path, &cfd, NULL);
+            if (crc == SOP_LOCKED)
+                alive = true;
+            else if (crc == SOP_OK)
+                sop__os_close(SOP__SITE_LOG_READ, cfd, path, NULL);
+        }
+        int fd;
+        sop_rc rc = sop__os_open(SOP__SITE_LOG_READ, path, O_RDONLY, 0, &fd, err);
+        seek_ctx k = {s.pending_seq, NULL, 0, err};
+        if (rc == SOP_OK) {
+            rc = sop__log_scan(fd, path, seek_seq, &k, err);
+            sop__os_close(SOP__SITE_LOG_READ, fd, path, NULL);
+        }
+        if (rc == SOP_NOTFOUND)
+            rc = SOP_OK; /* its log is gone: a recovery already redid it */
+        /* Never decide for a live committer whose lock could expire: it
+         * may still retract its record, or be applying it (a second
+         * applier could bring back blobs a later commit removed). It says
+         * so when it gives up (its phase 2 failed): then anyone finishes. */
+        bool wait = rc == SOP_OK && alive && db->coord_expires && !s.handoff;
+        if (rc == SOP_OK && k.payload && !wait)
+            rc = sop__redo_apply(db, k.payload, k.len, true, err);
+        sop__free(k.payload);
+        if (rc != SOP_OK)
+            return rc;
+        if (!wait)
+            return clear_pending_of(db, s.owner, s.pending_seq, err);
+        if (!may_wait)
+            return SOP_OK; /* recovery: its owner finishes it */
+        if (sop__now_ms() >= limit)
+            return sop__err_set(err, SOP_BUSY, 0,
+                                "commit %llu of a live process (log %s) is still in flight after "
+                                "%u ms",
+                                (unsigned long long)s.pending_seq, path, db->opts.lock_timeout_ms);
+        sleep_ms(backoff);
+        if (backoff < 16)
+            backoff *= 2;
     }
-    if (rc == SOP_NOTFOUND)
-        rc = SOP_OK; /* its log is gone: a recovery already redid it */
-    if (rc == SOP_OK && k.payload)
-        rc = sop__redo_apply(db, k.payload, k.len, true, err);
-    sop__free(k.payload);
-    if (rc == SOP_OK)
-        rc = sop__db_clear_pending(db, err);
-    return rc;
 }
 
 sop_rc sop__db_recover_pending(sop_db *db, sop_err *err)
 {
-    return redo_pending(db, err);
+    return redo_pending(db, true, err);
 }
 
 sop_rc sop__db_finish_pending(sop_db *db, sop_err *err)
 {
     if (db->locked)
         return SOP_OK; /* we are the committer: phase 2 finishes it */
+    uint64_t seq;
     bool pending;
-    SOP__TRY(sop__db_lock(db, false, 0, err));
-    sop_rc rc = sop__db_pending(db, &pending, err);
-    sop__db_unlock(db);
-    if (rc != SOP_OK || !pending)
-        return rc;
+    SOP__TRY(sop__db_state(db, &seq, &pending, err));
+    if (!pending)
+        return SOP_OK;
     SOP__TRY(sop__db_lock(db, true, 0, err));
-    rc = redo_pending(db, err);
+    sop_rc rc = redo_pending(db, true, err);
     sop__db_unlock(db);
     return rc;
 }
@@ -1430,7 +1565,10 @@ sop_rc sop__db_finish_pending(sop_db *db, sop_err *err)
 static sop_rc recover_dead_logs(sop_db *db, bool full, sop_err *err)
 {
     uint64_t gen, ckpt;
-    SOP__TRY(ckpt_read(db, &gen, &ckpt, err));
+    SOP__TRY(sector_lock(db, false, err));
+    sop_rc crc = ckpt_read(db, &gen, &ckpt, err);
+    sector_unlock(db);
+    SOP__TRY(crc);
     rec_ctx c;
     memset(&c, 0, sizeof(c));
     c.redo_above = ckpt;
@@ -1525,11 +1663,17 @@ static sop_rc recover_dead_logs(sop_db *db, bool full, sop_err *err)
         SOP__CRASH_POINT(REC_ORPHANS_REMOVED);
     /* make the redone work durable before the logs that hold it go */
     if (rc == SOP_OK && ndead > 0) {
-        lockstate s;
-        rc = state_read(db, &s, err);
-        if (rc == SOP_OK && c.max_seq > s.seq) {
-            s.seq = c.max_seq;
-            rc = state_write(db, &s, err);
+        rc = sector_lock(db, true, err);
+        if (rc == SOP_OK) {
+            lockstate s;
+            rc = state_read(db, &s, err);
+            if (rc == SOP_OK && c.max_seq > s.seq) {
+                s.seq = c.max_seq;
+                rc = state_write(db, &s, err);
+            }
+            if (rc == SOP_OK && s.seq == c.max_seq)
+                db->fence_seq = s.seq; /* our own move, not a rival's */
+            sector_unlock(db);
         }
         if (rc == SOP_OK)
             rc = checkpoint_locked(db, err);
@@ -1546,11 +1690,19 @@ static sop_rc recover_dead_logs(sop_db *db, bool full, sop_err *err)
     return rc;
 }
 
+/* Clears whatever marker there is (full recovery: its owner is gone). */
+static sop_rc clear_pending_any(sop_db *db, sop_err *err)
+{
+    lockstate s;
+    SOP__TRY(state_read_locked(db, &s, err));
+    return s.pending ? clear_pending_of(db, s.owner, s.pending_seq, err) : SOP_OK;
+}
+
 /* Whether the pending marker names this handle's own log. */
 static sop_rc pending_is_ours(sop_db *db, bool *ours, sop_err *err)
 {
     lockstate s;
-    SOP__TRY(state_read(db, &s, err));
+    SOP__TRY(state_read_locked(db, &s, err));
     uint8_t mine[16];
     *ours = false;
     if (s.pending && db->log) {
@@ -1603,7 +1755,7 @@ sop_rc sop_db_recover(sop_db *db, sop_err *err)
     if (rc == SOP_OK && gone)
         rc = pending_is_ours(db, &ours, err);
     if (rc == SOP_OK)
-        rc = gone && !ours ? sop__db_clear_pending(db, err) : redo_pending(db, err);
+        rc = gone && !ours ? clear_pending_any(db, err) : redo_pending(db, false, err);
     if (rc == SOP_OK)
         rc = recover_dead_logs(db, gone, err);
     sop__db_unlock(db);
@@ -1611,6 +1763,22 @@ sop_rc sop_db_recover(sop_db *db, sop_err *err)
 }
 
 /* ---- open and close ------------------------------------------------------ */
+
+/* Keys of one database live under "sop:<its UUID>:" - the same on every
+ * host that mounts it, whatever the path. */
+static sop_rc open_coord(sop_db *db, sop_err *err)
+{
+    char ns[64], text[SOP__UUID_TEXT_LEN + 1];
+    sop__uuid_format(db->id, text);
+    snprintf(ns, sizeof(ns), "sop:%s:", text);
+    if (db->opts.coordination == SOP_COORD_REDIS) {
+        SOP__TRY(sop__coord_redis_open(&db->opts.redis, ns, &db->coord, err));
+        db->coord_expires = true;
+    } else {
+        SOP__TRY(sop__coord_local_open(db->lockpath, ns, &db->coord, err));
+    }
+    return sop__coord_key(db->coord, "commit", NULL, db->commit_key, err);
+}
 
 sop_rc sop_db_open(const char *dir, const sop_db_options *opts, sop_db **out, sop_err *err)
 {
@@ -1623,17 +1791,33 @@ sop_rc sop_db_open(const char *dir, const sop_db_options *opts, sop_db **out, so
     db->dir_fd = -1;
     sop_db_options_init(&db->opts);
     if (opts) {
+        sop_db_options d = db->opts;
         db->opts = *opts;
         if (db->opts.lock_timeout_ms == 0)
-            db->opts.lock_timeout_ms = 30000;
+            db->opts.lock_timeout_ms = d.lock_timeout_ms;
         if (db->opts.checkpoint_bytes == 0)
-            db->opts.checkpoint_bytes = 16u << 20;
+            db->opts.checkpoint_bytes = d.checkpoint_bytes;
+        if (db->opts.lock_ttl_ms == 0)
+            db->opts.lock_ttl_ms = d.lock_ttl_ms;
+        if (db->opts.l1_cache_bytes == 0)
+            db->opts.l1_cache_bytes = d.l1_cache_bytes;
+        if (db->opts.redis.host == NULL)
+            db->opts.redis.host = d.redis.host;
+        if (db->opts.redis.port == 0)
+            db->opts.redis.port = d.redis.port;
+        if (db->opts.redis.timeout_ms == 0)
+            db->opts.redis.timeout_ms = d.redis.timeout_ms;
+    }
+    if (db->opts.coordination != SOP_COORD_LOCAL && db->opts.coordination != SOP_COORD_REDIS) {
+        sop__free(db);
+        return sop__err_set(err, SOP_INVALID, 0, "sop_db_open: unknown coordination kind %d",
+                            (int)db->opts.coordination);
     }
     sop_rc rc = SOP_OK;
     if (snprintf(db->dir, sizeof(db->dir), "%s", dir) >= (int)sizeof(db->dir))
         rc = sop__err_set(err, SOP_LIMIT, 0, "database path too long");
     if (rc == SOP_OK)
-        rc = read_header(dir, &db->hash_mod, err);
+        rc = read_header(dir, &db->hash_mod, db->id, err);
     if (rc == SOP_OK)
         rc = path_join(db->txlog, err, dir, "txlog");
     if (rc == SOP_OK)
@@ -1645,6 +1829,10 @@ sop_rc sop_db_open(const char *dir, const sop_db_options *opts, sop_db **out, so
                           err);
     if (rc == SOP_OK)
         rc = sop__os_open(SOP__SITE_DB_LOCK, dir, O_RDONLY | O_DIRECTORY, 0, &db->dir_fd, err);
+    if (rc == SOP_OK)
+        rc = open_coord(db, err);
+    if (rc == SOP_OK)
+        sop__l1_reserve(db->opts.l1_cache_bytes);
     if (rc == SOP_OK)
         rc = sop_db_recover(db, err);
     if (rc == SOP_OK)
@@ -1687,6 +1875,7 @@ void sop_db_close(sop_db *db)
     sop__free(db->leftover_prep);
     forget_all_stores(db);
     sop__free(db->stores);
+    sop__coord_close(db->coord);
     if (db->lock_fd >= 0)
         sop__os_close(SOP__SITE_DB_LOCK, db->lock_fd, db->lockpath, NULL);
     if (db->dir_fd >= 0)

@@ -81,6 +81,8 @@ const char *sop__fault_kind_name(sop__fault_kind k)
         return "SHORT_WRITE";
     case SOP__FAULT_KILL:
         return "KILL";
+    case SOP__FAULT_STOP:
+        return "STOP";
     }
     return NULL;
 }
@@ -248,6 +250,10 @@ static sop__fault_kind decide(target t, unsigned idx, unsigned long count, unsig
     pthread_mutex_unlock(&mu);
     if (fire == SOP__FAULT_KILL)
         raise(SIGKILL); /* invariant 5 */
+    if (fire == SOP__FAULT_STOP) {
+        raise(SIGSTOP); /* until someone sends SIGCONT */
+        fire = SOP__FAULT_NONE;
+    }
     return fire;
 }
 
@@ -313,6 +319,17 @@ void sop__fault_kill_at(sop__point p, unsigned nth)
         snprintf(last_error, sizeof(last_error), "fault: bad point %d; rule ignored", (int)p);
     else
         add_rule(T_POINT, (unsigned)p, nth, SOP__FAULT_KILL, false, false);
+    arm_update();
+    pthread_mutex_unlock(&mu);
+}
+
+void sop__fault_stop_at(sop__point p, unsigned nth)
+{
+    pthread_mutex_lock(&mu);
+    if ((unsigned)p >= SOP__POINT_COUNT)
+        snprintf(last_error, sizeof(last_error), "fault: bad point %d; rule ignored", (int)p);
+    else
+        add_rule(T_POINT, (unsigned)p, nth, SOP__FAULT_STOP, false, false);
     arm_update();
     pthread_mutex_unlock(&mu);
 }
@@ -423,7 +440,7 @@ static bool parse_err_kind(const char *s, sop__fault_kind *out)
 static bool parse_item(char *item, bool from_start, char *why, size_t why_len)
 {
     bool have_target = false, have_nth = false, have_err = false, have_action = false;
-    bool have_persist = false, persistent = false, kill = false;
+    bool have_persist = false, persistent = false, kill = false, stop = false;
     target t = T_SITE;
     unsigned idx = 0;
     unsigned long nth = 1;
@@ -491,10 +508,12 @@ static bool parse_item(char *item, bool from_start, char *why, size_t why_len)
             have_action = true;
             if (str_ieq(val, "kill"))
                 kill = true;
+            else if (str_ieq(val, "stop"))
+                stop = true;
             else if (str_ieq(val, "fail"))
                 kill = false;
             else {
-                snprintf(why, why_len, "bad action \"%.32s\" (expected kill or fail)", val);
+                snprintf(why, why_len, "bad action \"%.32s\" (expected kill, stop or fail)", val);
                 return false;
             }
         } else if (strcmp(key, "persist") == 0) {
@@ -519,6 +538,10 @@ static bool parse_item(char *item, bool from_start, char *why, size_t why_len)
     }
     switch (t) {
     case T_SITE:
+        if (stop) {
+            snprintf(why, why_len, "action=stop is for crash points only");
+            return false;
+        }
         if (kill && have_err) {
             snprintf(why, why_len, "both err= and action=kill");
             return false;
@@ -527,15 +550,15 @@ static bool parse_item(char *item, bool from_start, char *why, size_t why_len)
             kind = SOP__FAULT_KILL;
         break;
     case T_POINT:
-        if (have_err || (have_action && !kill) || have_persist) {
-            snprintf(why, why_len, "a crash point only takes nth= and action=kill");
+        if (have_err || (have_action && !kill && !stop) || have_persist) {
+            snprintf(why, why_len, "a crash point only takes nth= and action=kill or stop");
             return false;
         }
-        kind = SOP__FAULT_KILL;
+        kind = stop ? SOP__FAULT_STOP : SOP__FAULT_KILL;
         persistent = false;
         break;
     case T_ALLOC:
-        if (have_err || kill) {
+        if (have_err || kill || stop) {
             snprintf(why, why_len, "alloc only takes nth= and persist=");
             return false;
         }

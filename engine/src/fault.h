@@ -72,6 +72,7 @@
     X(DB_HEADER, "db.header", "database header file: create, read")                                \
     X(DB_LOCK, "db.lock", "database lock file: open, commit lock")                                 \
     X(DB_SYNC, "db.sync", "checkpoint: sync of the database's file system")                        \
+    X(COORD_LOCK, "coord.lock", "local coordination: lock file open, named lock and unlock")       \
     X(LOG_OPEN, "log.open", "transaction log: create, open, preallocate")                          \
     X(LOG_WRITE, "log.write", "transaction log: append a record")                                  \
     X(LOG_SYNC, "log.sync", "transaction log: fdatasync of a record (the commit point)")           \
@@ -135,7 +136,8 @@ typedef enum sop__fault_kind {
     SOP__FAULT_ENOSPC,      /* ... with ENOSPC */
     SOP__FAULT_EROFS,       /* ... with EROFS */
     SOP__FAULT_SHORT_WRITE, /* a write stores n/2 bytes, then ENOSPC; else EIO */
-    SOP__FAULT_KILL         /* raise(SIGKILL) before the operation */
+    SOP__FAULT_KILL,        /* raise(SIGKILL) before the operation */
+    SOP__FAULT_STOP         /* crash points only: raise(SIGSTOP) - a paused process */
 } sop__fault_kind;
 
 /* ---- Name tables: in both builds (they cost a few strings, no hooks) ---- */
@@ -192,6 +194,8 @@ void sop__fault_reset(void);
 void sop__fault_io(sop__site site, unsigned nth, sop__fault_kind kind, bool persistent);
 /* raise(SIGKILL) at the nth pass (0 is taken as 1) of point p from now on. */
 void sop__fault_kill_at(sop__point p, unsigned nth);
+/* Pauses the process (SIGSTOP) at the nth pass of point p. */
+void sop__fault_stop_at(sop__point p, unsigned nth);
 /* Make the nth sop__malloc/calloc/realloc from now on return NULL. */
 void sop__fault_alloc(unsigned nth, bool persistent);
 

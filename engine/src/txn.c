@@ -16,8 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bytes.h"
+#include "cache.h"
 #include "crc.h"
 #include "err.h"
 #include "fault.h"
@@ -176,6 +178,9 @@ static void txstore_clear(sop__txstore *ts)
     ts->nactive = ts->capactive = 0;
     sop__free(ts->vbuf);
     ts->vbuf = NULL;
+    sop__free(ts->acts);
+    ts->acts = NULL;
+    ts->nacts = ts->capacts = 0;
 }
 
 static void txstore_free(sop__txstore *ts)
@@ -321,38 +326,50 @@ static sop_rc txr_get(void *repo, const uint8_t id[16], sop__node **out, sop_err
     SOP__TRY(sop__db_store(ts->txn->db, ts->info.name, &st, err));
     sop__handle h;
     bool found;
-    SOP__TRY(sop__registry_get(st->reg, (const uint8_t(*)[16])id, 1, &h, &found, err));
     bool is_root = memcmp(id, ts->info.root_id, 16) == 0;
-    if (!found || h.deleted) {
-        if (is_root && ts->count_at_open == 0)
-            return sop__err_set(err, SOP_NOTFOUND, 0, "txrepo: empty store");
-        {
+    uint8_t *body = NULL;
+    size_t len;
+    sop_rc rc;
+    sop__node *n = NULL;
+    /* A node this transaction has not read yet may be read at any version
+     * (commit validates or merges); if a commit replaced and removed its
+     * body between the handle and the body, read the new handle. */
+    for (int tries = 0;; tries++) {
+        SOP__TRY(sop__registry_get(st->reg, (const uint8_t(*)[16])id, 1, &h, &found, err));
+        if (!found || h.deleted) {
+            if (is_root && ts->count_at_open == 0)
+                return sop__err_set(err, SOP_NOTFOUND, 0, "txrepo: empty store");
             char where[2 * SOP__PATH_MAX];
             registry_where(ts, where, sizeof(where));
             return vanished(ts, id, "node", where, err);
         }
-    }
-    uint8_t *body;
-    size_t len;
-    sop_rc rc = sop__blob_get(st->blobs, sop__handle_active(&h), &body, &len, err);
-    if (rc == SOP_NOTFOUND) {
+        n = ts->txn->no_cache ? NULL : sop__l1_get(sop__handle_active(&h), (uint32_t)h.version);
+        if (n)
+            break;
+        rc = sop__blob_get(st->blobs, sop__handle_active(&h), &body, &len, err);
+        if (rc != SOP_NOTFOUND)
+            break;
+        sop__handle again;
+        SOP__TRY(sop__registry_get(st->reg, (const uint8_t(*)[16])id, 1, &again, &found, err));
+        if (tries < 16 && found && again.version != h.version)
+            continue;
         /* superseded and removed by a commit since we read the handle */
-        {
-            char where[SOP__BLOB_PATH_MAX];
-            sop__blob_path(st->blobs, sop__handle_active(&h), where);
-            return vanished(ts, id, "the body of node", where, err);
-        }
+        char where[SOP__BLOB_PATH_MAX];
+        sop__blob_path(st->blobs, sop__handle_active(&h), where);
+        return vanished(ts, id, "the body of node", where, err);
     }
-    SOP__TRY(rc);
-    char what[SOP__BLOB_PATH_MAX];
-    sop__blob_path(st->blobs, sop__handle_active(&h), what);
-    sop__node *n;
-    rc = sop__node_decode(body, len, what, &n, err);
-    sop__free(body);
-    SOP__TRY(rc);
-    if (memcmp(n->id, id, 16) != 0) {
-        sop__node_free(n);
-        return sop__err_set(err, SOP_CORRUPT, 0, "%s: body of another node", what);
+    if (n == NULL) {
+        SOP__TRY(rc);
+        char what[SOP__BLOB_PATH_MAX];
+        sop__blob_path(st->blobs, sop__handle_active(&h), what);
+        rc = sop__node_decode(body, len, what, &n, err);
+        sop__free(body);
+        SOP__TRY(rc);
+        if (memcmp(n->id, id, 16) != 0) {
+            sop__node_free(n);
+            return sop__err_set(err, SOP_CORRUPT, 0, "%s: body of another node", what);
+        }
+        sop__l1_put(sop__handle_active(&h), (uint32_t)h.version, n);
     }
     n->version = (uint32_t)h.version;
     tn = sop__calloc(1, sizeof(*tn));
@@ -706,6 +723,171 @@ sop_rc sop__txstore_value_drop(sop__txstore *ts, const uint8_t *ref, size_t refl
     return push_id(&ts->dead, &ts->ndead, &ts->capdead, id, err);
 }
 
+/* ---- the item action log and commit merging ------------------------------ */
+
+#define ACT_HEAD 29u /* kind 1, id 16, version 4, klen 4, vlen 4 */
+
+void sop__txstore_note_scan(sop__txstore *ts)
+{
+    ts->unmergeable = true;
+    sop__free(ts->acts);
+    ts->acts = NULL;
+    ts->nacts = ts->capacts = 0;
+}
+
+void sop__txstore_note(sop__txstore *ts, sop__act_kind kind, const uint8_t *key, uint32_t klen,
+                       const uint8_t *id, uint32_t version, const uint8_t *val, uint32_t vlen)
+{
+    if (ts == NULL || ts->unmergeable || ts->txn->mode != SOP_TXN_WRITE)
+        return;
+    size_t need = ACT_HEAD + (size_t)klen + vlen;
+    if (ts->nacts + need > SOP__ACTS_MAX) {
+        sop__txstore_note_scan(ts);
+        return;
+    }
+    if (ts->nacts + need > ts->capacts) {
+        size_t c = ts->capacts ? ts->capacts : 4096;
+        while (c < ts->nacts + need)
+            c *= 2;
+        uint8_t *g = sop__realloc(ts->acts, c);
+        if (g == NULL) {
+            sop__txstore_note_scan(ts);
+            return;
+        }
+        ts->acts = g;
+        ts->capacts = c;
+    }
+    uint8_t *p = ts->acts + ts->nacts;
+    p[0] = (uint8_t)kind;
+    if (id)
+        memcpy(p + 1, id, 16);
+    else
+        memset(p + 1, 0, 16);
+    sop__le_put32(p + 17, version);
+    sop__le_put32(p + 21, klen);
+    sop__le_put32(p + 25, vlen);
+    if (klen)
+        memcpy(p + ACT_HEAD, key, klen);
+    if (vlen)
+        memcpy(p + ACT_HEAD + klen, val, vlen);
+    ts->nacts += need;
+}
+
+static bool id_zero(const uint8_t id[16])
+{
+    for (int i = 0; i < 16; i++)
+        if (id[i])
+            return false;
+    return true;
+}
+
+static sop_rc item_conflict(const sop__txstore *ts, const char *what, sop_err *err)
+{
+    return sop__err_set(err, SOP_CONFLICT, 0,
+                        "store %s: %s by another transaction since this one read it; retry",
+                        ts->info.name, what);
+}
+
+/* Replays one action on the fresh tree. */
+static sop_rc replay_one(sop__txstore *ts, sop__cursor *c, const uint8_t *p, sop_err *err)
+{
+    sop__act_kind kind = (sop__act_kind)p[0];
+    const uint8_t *id = p + 1;
+    uint32_t version = sop__le_get32(p + 17), klen = sop__le_get32(p + 21),
+             vlen = sop__le_get32(p + 25);
+    const uint8_t *key = p + ACT_HEAD, *val = p + ACT_HEAD + klen;
+    sop_rc rc;
+    switch (kind) {
+    case SOP__ACT_ADD:
+        rc = sop__cursor_add(c, key, klen, val, vlen, id, SOP_ADD, err);
+        return rc == SOP_EXISTS ? item_conflict(ts, "a key it added was added", err) : rc;
+    case SOP__ACT_ABSENT:
+        rc = id_zero(id) ? sop__cursor_find(c, key, klen, err)
+                         : sop__cursor_find_id(c, key, klen, id, err);
+        if (rc == SOP_OK)
+            return item_conflict(ts, "a key it found missing was added", err);
+        return rc == SOP_NOTFOUND ? SOP_OK : rc;
+    case SOP__ACT_PRESENT:
+        rc = sop__cursor_find(c, key, klen, err);
+        return rc == SOP_NOTFOUND ? item_conflict(ts, "a key it found was removed", err) : rc;
+    case SOP__ACT_UPDATE:
+    case SOP__ACT_REMOVE:
+    case SOP__ACT_UPDATE_KEY:
+    case SOP__ACT_READ:
+        break;
+    default:
+        return sop__err_set(err, SOP_INTERNAL, 0, "store %s: bad item action %d", ts->info.name,
+                            (int)kind);
+    }
+    rc = sop__cursor_find_id(c, key, klen, id, err);
+    if (rc == SOP_NOTFOUND)
+        return item_conflict(ts, "an item it used was removed", err);
+    SOP__TRY(rc);
+    sop__node *n;
+    uint32_t i;
+    SOP__TRY(sop__cursor_current(c, &n, &i, err));
+    if (n->items[i].version != version)
+        return item_conflict(ts, "an item it used was changed", err);
+    switch (kind) {
+    case SOP__ACT_UPDATE:
+        return sop__cursor_update_value(c, val, vlen, err);
+    case SOP__ACT_REMOVE:
+        return sop__cursor_remove(c, err);
+    case SOP__ACT_UPDATE_KEY:
+        return sop__cursor_update_key(c, val, vlen, err);
+    default:
+        return SOP_OK;
+    }
+}
+
+/*
+ * Commit merging (under the commit lock): nodes this store's part read
+ * were changed by commits since. Forget every node, start from the store's
+ * current state and replay the item actions on it; each checks that the
+ * items it depends on are as they were (SOP_CONFLICT otherwise). Values
+ * need nothing: references replay as they are, and the blobs of replaced
+ * values are the same ones (the same item version means the same value).
+ */
+static sop_rc merge_store(sop__txstore *ts, sop_err *err)
+{
+    sop__storeinfo cur;
+    sop_rc rc = sop__repo_read(ts->txn->db->dir, ts->info.name, &cur, err);
+    if (rc == SOP_NOTFOUND || (rc == SOP_OK && memcmp(cur.root_id, ts->info.root_id, 16) != 0))
+        return sop__err_set(err, SOP_CONFLICT, 0, "store %s was dropped by another transaction",
+                            ts->info.name);
+    SOP__TRY(rc);
+    for (sop__cursor *c = ts->bt.core.cursors; c; c = c->next_cursor) {
+        c->live = false;
+        c->state = SOP__CUR_NONE;
+        c->depth = 0;
+    }
+    sop__idmap_slot *slot;
+    for (size_t pos = 0; (pos = sop__idmap_next(&ts->nodes, pos, &slot)) != 0;) {
+        sop__txnode *tn = slot->val;
+        sop__node_free(tn->node);
+        sop__free(tn);
+    }
+    sop__idmap_free(&ts->nodes);
+    sop__idmap_init(&ts->nodes);
+    ts->info.seq = cur.seq;
+    ts->info.count = cur.count;
+    ts->count_at_open = cur.count;
+    ts->bt.core.count = cur.count;
+    ts->bt.core.poisoned = false;
+    sop__cursor c;
+    sop__cursor_init(&c, &ts->bt.core);
+    c.internal = true;
+    for (size_t at = 0; rc == SOP_OK && at < ts->nacts;) {
+        const uint8_t *p = ts->acts + at;
+        rc = replay_one(ts, &c, p, err);
+        at += ACT_HEAD + (size_t)sop__le_get32(p + 21) + sop__le_get32(p + 25);
+    }
+    sop__cursor_fini(&c);
+    if (rc != SOP_OK && rc != SOP_CONFLICT)
+        sop__txn_poison(ts->txn);
+    return rc;
+}
+
 /* ---- phase 1 --------------------------------------------------------------- */
 
 /* Whether a store has anything to write. */
@@ -809,8 +991,19 @@ static sop_rc claim_hit(void *ctx, const char *store, const uint8_t lid[16])
 
 static sop_rc validate(sop_txn *t, sop_err *err)
 {
-    for (sop__txstore *ts = t->stores; ts; ts = ts->next)
-        SOP__TRY(validate_store(ts, err));
+    for (sop__txstore *ts = t->stores; ts; ts = ts->next) {
+        sop_rc rc = validate_store(ts, err);
+        if (rc == SOP_CONFLICT && !ts->unmergeable && !ts->created && !ts->dropped &&
+            t->mode == SOP_TXN_WRITE) {
+            /* different items of the same nodes: replay ours on theirs */
+            rc = merge_store(ts, err);
+            if (rc == SOP_OK)
+                rc = validate_store(ts, err);
+            if (rc == SOP_OK)
+                t->merges++;
+        }
+        SOP__TRY(rc);
+    }
     claim_check c = {t, err};
     return sop__db_prepared_claims(t->db, claim_hit, &c, err);
 }
@@ -974,26 +1167,36 @@ static sop_rc check_deadline(sop_txn *t, sop_err *err)
     return SOP_OK;
 }
 
-/* Read-only commit: what was read is unchanged (under the shared lock, so
- * no commit is half applied while we look). */
+/*
+ * Read-only commit: what was read is unchanged. No lock: the versions are
+ * read between two looks at the state sector, and count only if no commit
+ * was claimed or in flight in between (a seqlock; docs/locking.md). A
+ * commit left half applied by a dead process is finished first; one in
+ * flight is waited out.
+ */
 static sop_rc commit_reader(sop_txn *t, sop_err *err)
 {
     sop_db *db = t->db;
-    /* A commit left half applied (its phase 2 failed) must be finished
-     * before anything is validated against it: that takes the exclusive
-     * lock, so check under the shared one first. */
-    bool pending;
-    SOP__TRY(sop__db_lock(db, false, t->deadline_ms, err));
-    sop_rc rc = sop__db_pending(db, &pending, err);
-    if (rc == SOP_OK && pending) {
-        sop__db_unlock(db);
-        SOP__TRY(sop__db_lock(db, true, t->deadline_ms, err));
-        rc = sop__db_recover_pending(db, err);
+    for (unsigned backoff = 1;;) {
+        uint64_t seq, seq2;
+        bool pending, pending2;
+        SOP__TRY(sop__db_state(db, &seq, &pending, err));
+        if (pending) {
+            /* our own, or a dead process's: finish it; a live one: wait */
+            SOP__TRY(sop__db_finish_pending(db, err));
+        } else {
+            for (sop__txstore *ts = t->stores; ts; ts = ts->next)
+                SOP__TRY(validate_store(ts, err));
+            SOP__TRY(sop__db_state(db, &seq2, &pending2, err));
+            if (seq2 == seq && !pending2)
+                return SOP_OK;
+        }
+        SOP__TRY(check_deadline(t, err));
+        struct timespec ts = {0, (long)backoff * 100000L}; /* 0.1 .. 1.6 ms */
+        nanosleep(&ts, NULL);
+        if (backoff < 16)
+            backoff *= 2;
     }
-    for (sop__txstore *ts = t->stores; ts && rc == SOP_OK; ts = ts->next)
-        rc = validate_store(ts, err);
-    sop__db_unlock(db);
-    return rc;
 }
 
 /* Shared by phase 1 and prepare: lock, validate, build. On failure the
@@ -1049,11 +1252,12 @@ sop_rc sop_txn_phase1(sop_txn *t, sop_err *err)
         return fail_phase1(t, rc, err);
     /* The marker goes first: if we die after the record is durable, whoever
      * takes the lock next finds it and redoes the record. */
-    rc = sop__db_next_seq(db, &t->seq, err);
-    if (rc == SOP_OK)
-        rc = sop__db_set_pending(db, t->seq, err);
-    if (rc == SOP_OK)
-        rc = sop__log_append(db->log, SOP__LOG_COMMIT, t->id, t->seq, t->redo, t->redo_len, err);
+    rc = sop__db_claim_seq(db, &t->seq, err);
+    if (rc != SOP_OK) {
+        sop__db_unlock(db);
+        return fail_phase1(t, rc, err);
+    }
+    rc = sop__log_append(db->log, SOP__LOG_COMMIT, t->id, t->seq, t->redo, t->redo_len, err);
     if (rc == SOP_OK) {
         SOP__CRASH_POINT(P1_RECORD_WRITTEN);
         rc = sop__log_sync(db->log, err);
@@ -1065,7 +1269,7 @@ sop_rc sop_txn_phase1(sop_txn *t, sop_err *err)
         sop_err rerr;
         if (sop__log_retract(db->log, &rerr) != SOP_OK)
             sop__err_prefix(err, "commit outcome unknown until the database is recovered");
-        sop__db_clear_pending(db, NULL);
+        sop__db_clear_pending(db, t->seq, NULL);
         sop__db_unlock(db);
         return fail_phase1(t, rc, err);
     }
@@ -1089,10 +1293,12 @@ sop_rc sop_txn_phase2(sop_txn *t, sop_err *err)
         rc = sop__redo_apply(db, t->redo, t->redo_len, false, err);
         if (rc == SOP_OK) {
             SOP__CRASH_POINT(P2_DONE);
-            rc = sop__db_clear_pending(db, err);
+            rc = sop__db_clear_pending(db, t->seq, err);
+        } else {
+            /* Failed: the marker stays, handed off: the next holder of the
+             * lock (or recovery) finishes the commit from our log. */
+            sop__db_hand_off(db, t->seq, NULL);
         }
-        /* Failed: the marker stays, the next holder of the lock (or
-         * recovery) finishes the commit from our log. */
         if (rc == SOP_OK)
             rc = sop__db_maybe_checkpoint(db, err);
         sop__db_unlock(db);
@@ -1123,7 +1329,15 @@ sop_rc sop_txn_prepare(sop_txn *t, const char *owner, uint8_t txid_out[SOP_ID_LE
     rc = lock_and_validate(t, err);
     if (rc != SOP_OK)
         return fail_phase1(t, rc, err);
-    rc = sop__db_prepared_write(t->db, t->id, owner, t->redo, t->redo_len, err);
+    /* The claim fences the prepare like a commit: nobody commits over the
+     * nodes it validated before its file (and claims) exist. */
+    rc = sop__db_claim_seq(t->db, &t->seq, err);
+    if (rc == SOP_OK) {
+        rc = sop__db_prepared_write(t->db, t->id, owner, t->redo, t->redo_len, err);
+        sop_rc crc = sop__db_clear_pending(t->db, t->seq, rc == SOP_OK ? err : NULL);
+        if (rc == SOP_OK)
+            rc = crc;
+    }
     sop__db_unlock(t->db);
     if (rc != SOP_OK)
         return fail_phase1(t, rc, err);

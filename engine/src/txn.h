@@ -25,6 +25,7 @@
 #include "blob.h"
 #include "btree.h"
 #include "codec.h"
+#include "coord.h"
 #include "idmap.h"
 #include "memrepo.h"
 #include "registry.h"
@@ -57,8 +58,15 @@ struct sop_db {
     sop_db_options opts;
     uint32_t hash_mod;
     int lock_fd;
-    int dir_fd;  /* for syncfs */
-    bool locked; /* this handle holds the commit lock */
+    int dir_fd;         /* for syncfs */
+    bool locked;        /* this handle holds the commit lock */
+    sop__coord *coord;  /* locks (and the L2 cache) shared with other processes */
+    bool coord_expires; /* its locks have a TTL (redis): holders can go stale */
+    char commit_key[SOP__COORD_KEY_MAX];
+    uint8_t lock_token[SOP__COORD_TOKEN_LEN];
+    int64_t lock_taken_ms; /* when the commit lock was taken or last extended */
+    uint64_t fence_seq;    /* the commit sequence number seen under the lock */
+    uint8_t id[16];        /* the database's UUID (its header) */
     sop__log *log;
     uint64_t log_max_seq; /* highest seq in our log since its last reset */
     sop__dbstore *stores;
@@ -85,18 +93,28 @@ sop_rc sop__db_store(sop_db *db, const char *name, sop__dbstore **out, sop_err *
 /* Forgets a store's handles (it was dropped). */
 void sop__db_forget_store(sop_db *db, const char *name);
 
-/* The commit lock (exclusive) or the read-validation lock (shared), with
- * the database's lock timeout; and its release. */
+/* The commit lock, through the coordination backend, with the database's
+ * lock timeout (and deadline_ms if earlier); and its release. Taking it
+ * records the fence: the commit sequence number at that moment. */
 sop_rc sop__db_lock(sop_db *db, bool exclusive, int64_t deadline_ms, sop_err *err);
 void sop__db_unlock(sop_db *db);
-/* Under the commit lock: the next commit sequence number, and the marker
- * that says a commit of this process is being applied (so that whoever
- * takes the lock after a crash redoes it). */
-sop_rc sop__db_next_seq(sop_db *db, uint64_t *seq, sop_err *err);
-sop_rc sop__db_set_pending(sop_db *db, uint64_t seq, sop_err *err);
-sop_rc sop__db_clear_pending(sop_db *db, sop_err *err);
-/* Whether the lock file says a commit is being (or was left half) applied. */
-sop_rc sop__db_pending(sop_db *db, bool *pending, sop_err *err);
+/* Extends the commit lock's TTL if a third of it has passed (redis);
+ * SOP_CONFLICT if it was lost. */
+sop_rc sop__db_lock_extend(sop_db *db, sop_err *err);
+/* Under the commit lock, atomically on storage: if no commit claimed a
+ * sequence number since the lock was taken (the fence), claim the next one
+ * and set the marker that says this process is applying it (so whoever
+ * takes the lock after a crash redoes it). SOP_CONFLICT otherwise. */
+sop_rc sop__db_claim_seq(sop_db *db, uint64_t *seq, sop_err *err);
+/* Phase 2 of seq failed: says in the marker that this (live) process
+ * leaves the commit to whoever takes the lock next. Until it does, a live
+ * committer's marker is waited for, never finished by others. */
+sop_rc sop__db_hand_off(sop_db *db, uint64_t seq, sop_err *err);
+/* Clears this process's marker for seq (no-op if it is not there). */
+sop_rc sop__db_clear_pending(sop_db *db, uint64_t seq, sop_err *err);
+/* The commit sequence number and whether a commit is being (or was left
+ * half) applied: a consistent snapshot of the state sector. */
+sop_rc sop__db_state(sop_db *db, uint64_t *seq, bool *pending, sop_err *err);
 /* Not holding the lock: finish a half-applied commit, if there is one (a
  * reader that found a node or value gone calls this before reporting
  * SOP_CONFLICT, so its retry sees a finished state). */
@@ -174,6 +192,22 @@ typedef struct sop__pending_value {
     size_t len;
 } sop__pending_value;
 
+/* Item-level actions a write transaction made on a store, in order, kept
+ * so that a commit whose nodes were changed by others can replay them on
+ * the fresh tree (commit merging, docs/locking.md). */
+typedef enum sop__act_kind {
+    SOP__ACT_ADD = 1,    /* key, id, raw value (as stored in the node) */
+    SOP__ACT_UPDATE,     /* key, id, version seen, new raw value */
+    SOP__ACT_REMOVE,     /* key, id, version seen */
+    SOP__ACT_UPDATE_KEY, /* old key, id, version seen, new key (as the value) */
+    SOP__ACT_READ,       /* key, id, version seen */
+    SOP__ACT_ABSENT,     /* key (and id, if not zero) was not there */
+    SOP__ACT_PRESENT     /* key was there */
+} sop__act_kind;
+
+/* Acts past this size make a store's transaction unmergeable. */
+#define SOP__ACTS_MAX (64u << 20)
+
 struct sop__txstore {
     struct sop_btree bt;
     struct sop_txn *txn;
@@ -189,6 +223,12 @@ struct sop__txstore {
     uint8_t (*active)[16]; /* value blobs already written (active placement) */
     size_t nactive, capactive;
     uint8_t *vbuf; /* the last value read from a blob (sop_item points here) */
+    /* the item actions (records: kind u8, id 16, version u32, klen u32,
+     * vlen u32, key, value); mergeable is false once the transaction read
+     * ranges (cursor moves) or the log outgrew SOP__ACTS_MAX */
+    uint8_t *acts;
+    size_t nacts, capacts;
+    bool unmergeable;
     struct sop__txstore *next;
 };
 
@@ -211,6 +251,8 @@ struct sop_txn {
     uint8_t *redo; /* built by phase 1 */
     size_t redo_len;
     uint64_t seq;
+    uint32_t merges; /* stores replayed on fresh trees at commit */
+    bool no_cache;   /* read every node from its blob (the checker) */
     struct sop_txn *next_open;
 };
 
@@ -237,6 +279,14 @@ sop_rc sop__txstore_value_get(sop__txstore *ts, const uint8_t *ref, size_t refle
                               const uint8_t **val, size_t *len, sop_err *err);
 /* The value a reference names is no longer used once this commits. */
 sop_rc sop__txstore_value_drop(sop__txstore *ts, const uint8_t *ref, size_t reflen, sop_err *err);
+
+/* Records an item action (no-op for memory trees and read transactions;
+ * a failure to record only makes the store unmergeable). id and val may be
+ * NULL. */
+void sop__txstore_note(sop__txstore *ts, sop__act_kind kind, const uint8_t *key, uint32_t klen,
+                       const uint8_t *id, uint32_t version, const uint8_t *val, uint32_t vlen);
+/* The transaction read a range (cursor moves): validated per node only. */
+void sop__txstore_note_scan(sop__txstore *ts);
 
 /* Marks the transaction unusable after a failed change. */
 void sop__txn_poison(sop_txn *t);

@@ -1,0 +1,189 @@
+/*
+ * cache.c - the L1 node cache (cache.h): a chained hash table over
+ * (physical ID, version) with an LRU list, under one mutex.
+ */
+#include "cache.h"
+
+#include <pthread.h>
+#include <string.h>
+
+#include "bytes.h"
+#include "mem.h"
+
+typedef struct entry {
+    uint8_t phys[16];
+    uint32_t version;
+    sop__node *node;
+    uint64_t bytes;
+    struct entry *hnext;         /* hash chain */
+    struct entry *newer, *older; /* LRU list */
+} entry;
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static entry **table;
+static size_t nbuckets, nentries;
+static entry *newest, *oldest;
+static uint64_t used, budget, hits, misses;
+
+static size_t bucket(const uint8_t phys[16])
+{
+    return (size_t)(sop__le_get64(phys) ^ sop__le_get64(phys + 8)) & (nbuckets - 1);
+}
+
+static uint64_t node_bytes(const sop__node *n)
+{
+    uint64_t b = sizeof(*n) + (uint64_t)n->item_cap * sizeof(sop__item) + n->heap_cap;
+    if (!n->leaf)
+        b += ((uint64_t)n->item_cap + 1) * 16;
+    return b + sizeof(entry);
+}
+
+static void unlink_lru(entry *e)
+{
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        newest = e->older;
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        oldest = e->newer;
+    e->newer = e->older = NULL;
+}
+
+static void push_newest(entry *e)
+{
+    e->older = newest;
+    e->newer = NULL;
+    if (newest)
+        newest->newer = e;
+    newest = e;
+    if (oldest == NULL)
+        oldest = e;
+}
+
+static entry **find_slot(const uint8_t phys[16], uint32_t version)
+{
+    entry **pp = &table[bucket(phys)];
+    while (*pp && !((*pp)->version == version && memcmp((*pp)->phys, phys, 16) == 0))
+        pp = &(*pp)->hnext;
+    return pp;
+}
+
+static void drop(entry *e)
+{
+    entry **pp = find_slot(e->phys, e->version);
+    *pp = e->hnext;
+    unlink_lru(e);
+    used -= e->bytes;
+    nentries--;
+    sop__node_free(e->node);
+    sop__free(e);
+}
+
+static void grow_table(void)
+{
+    size_t n = nbuckets ? nbuckets * 2 : 1024;
+    entry **t = sop__calloc(n, sizeof(*t));
+    if (t == NULL)
+        return;
+    entry **old = table;
+    size_t oldn = nbuckets;
+    table = t;
+    nbuckets = n;
+    for (size_t i = 0; i < oldn; i++) {
+        for (entry *e = old[i], *next; e; e = next) {
+            next = e->hnext;
+            size_t b = bucket(e->phys);
+            e->hnext = table[b];
+            table[b] = e;
+        }
+    }
+    sop__free(old);
+}
+
+void sop__l1_reserve(uint64_t bytes)
+{
+    pthread_mutex_lock(&mu);
+    if (bytes > budget)
+        budget = bytes;
+    pthread_mutex_unlock(&mu);
+}
+
+sop__node *sop__l1_get(const uint8_t phys[16], uint32_t version)
+{
+    sop__node *copy = NULL;
+    pthread_mutex_lock(&mu);
+    entry *e = table ? *find_slot(phys, version) : NULL;
+    if (e) {
+        unlink_lru(e);
+        push_newest(e);
+        if (sop__node_clone(e->node, &copy, NULL) != SOP_OK)
+            copy = NULL;
+    }
+    if (copy)
+        hits++;
+    else
+        misses++;
+    pthread_mutex_unlock(&mu);
+    return copy;
+}
+
+void sop__l1_put(const uint8_t phys[16], uint32_t version, const sop__node *n)
+{
+    sop__node *copy;
+    if (sop__node_clone(n, &copy, NULL) != SOP_OK)
+        return;
+    uint64_t bytes = node_bytes(copy);
+    pthread_mutex_lock(&mu);
+    if (bytes > budget / 4 || (table == NULL && (grow_table(), table == NULL))) {
+        pthread_mutex_unlock(&mu);
+        sop__node_free(copy);
+        return;
+    }
+    entry **pp = find_slot(phys, version);
+    if (*pp) { /* already there */
+        pthread_mutex_unlock(&mu);
+        sop__node_free(copy);
+        return;
+    }
+    entry *e = sop__calloc(1, sizeof(*e));
+    if (e == NULL) {
+        pthread_mutex_unlock(&mu);
+        sop__node_free(copy);
+        return;
+    }
+    memcpy(e->phys, phys, 16);
+    e->version = version;
+    e->node = copy;
+    e->bytes = bytes;
+    *pp = e;
+    push_newest(e);
+    used += bytes;
+    nentries++;
+    while (used > budget && oldest)
+        drop(oldest);
+    if (nentries > nbuckets)
+        grow_table();
+    pthread_mutex_unlock(&mu);
+}
+
+void sop__l1_stats_get(sop__l1_stats *out)
+{
+    pthread_mutex_lock(&mu);
+    out->hits = hits;
+    out->misses = misses;
+    out->entries = nentries;
+    out->bytes = used;
+    out->budget = budget;
+    pthread_mutex_unlock(&mu);
+}
+
+void sop__l1_clear(void)
+{
+    pthread_mutex_lock(&mu);
+    while (oldest)
+        drop(oldest);
+    hits = misses = 0;
+    pthread_mutex_unlock(&mu);
+}

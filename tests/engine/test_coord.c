@@ -1,0 +1,829 @@
+/*
+ * test_coord.c - many processes on one database: commit merging, the bank
+ * invariant under local and Redis coordination, lock holders that die or
+ * pause past their TTL (docs/locking.md).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "fault.h"
+#include "t.h"
+
+static sop_err err;
+
+typedef struct cfg {
+    sop_coordination kind;
+    uint16_t port;
+    uint32_t ttl_ms;
+    uint32_t timeout_ms;
+} cfg;
+
+static const cfg LOCAL = {SOP_COORD_LOCAL, 0, 0, 0};
+
+static sop_db *open_cfg(const char *dir, const cfg *c)
+{
+    sop_db_options o;
+    sop_db_options_init(&o);
+    o.coordination = c->kind;
+    o.redis.port = c->port;
+    if (c->ttl_ms)
+        o.lock_ttl_ms = c->ttl_ms;
+    if (c->timeout_ms)
+        o.lock_timeout_ms = c->timeout_ms;
+    sop_db *db;
+    CHECK_OK(sop_db_open(dir, &o, &db, &err), &err);
+    return db;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void key_of(int i, char out[16])
+{
+    snprintf(out, 16, "k%06d", i);
+}
+
+static int64_t get_i64(sop_btree *bt, int i, sop_rc *rc)
+{
+    char k[16];
+    key_of(i, k);
+    sop_item it;
+    *rc = sop_btree_get(bt, k, strlen(k), &it, &err);
+    int64_t v = 0;
+    if (*rc == SOP_OK && it.value_len == 8)
+        memcpy(&v, it.value, 8);
+    return v;
+}
+
+static sop_rc put_i64(sop_btree *bt, int i, int64_t v)
+{
+    char k[16];
+    key_of(i, k);
+    return sop_btree_upsert(bt, k, strlen(k), &v, 8, NULL, &err);
+}
+
+/* A store of n items valued `initial`. */
+static void make_store(const char *dir, const char *name, int n, uint32_t slot,
+                       sop_value_placement placement, int64_t initial)
+{
+    sop_db_options o;
+    sop_db_options_init(&o);
+    CHECK_OK(sop_db_init(dir, &o, &err), &err);
+    sop_db *db = open_cfg(dir, &LOCAL);
+    sop_txn *t;
+    sop_btree *bt;
+    sop_store_options so;
+    sop_store_options_init(&so);
+    so.slot_length = slot;
+    so.is_unique = true;
+    so.value_placement = placement;
+    CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
+    CHECK_OK(sop_store_create(t, name, &so, &bt, &err), &err);
+    for (int i = 0; i < n; i++)
+        CHECK_OK(put_i64(bt, i, initial), &err);
+    CHECK_OK(sop_txn_commit(t, &err), &err);
+    sop_txn_free(t);
+    sop_db_close(db);
+}
+
+static void check_clean(const char *dir)
+{
+    sop_db *db = open_cfg(dir, &LOCAL);
+    sop_check_report rep;
+    CHECK_OK(sop_db_check(db, NULL, NULL, &rep, &err), &err);
+    CHECK_EQ(rep.problems, 0);
+    sop_db_close(db);
+}
+
+/* ---- commit merging, in one process with two handles ---- */
+
+static void begin2(sop_db *a, sop_db *b, sop_txn **t, sop_txn **u, sop_btree **x, sop_btree **y)
+{
+    CHECK_OK(sop_txn_begin(a, SOP_TXN_WRITE, 0, t, &err), &err);
+    CHECK_OK(sop_txn_begin(b, SOP_TXN_WRITE, 0, u, &err), &err);
+    CHECK_OK(sop_store_open(*t, "s", x, &err), &err);
+    CHECK_OK(sop_store_open(*u, "s", y, &err), &err);
+}
+
+static void end2(sop_txn *t, sop_txn *u, sop_rc want_t, sop_rc want_u)
+{
+    CHECK_RC(sop_txn_commit(t, &err), want_t, &err);
+    CHECK_RC(sop_txn_commit(u, &err), want_u, &err);
+    sop_txn_free(t);
+    sop_txn_free(u);
+}
+
+static void merging_in(sop_value_placement placement)
+{
+    const char *dir = t_tmpdir();
+    make_store(dir, "s", 40, 64, placement, 0); /* one leaf */
+    sop_db *a = open_cfg(dir, &LOCAL), *b = open_cfg(dir, &LOCAL);
+    sop_txn *t, *u;
+    sop_btree *x, *y;
+    sop_rc rc;
+
+    /* different items of one node: both commit (the second replays) */
+    begin2(a, b, &t, &u, &x, &y);
+    CHECK_OK(put_i64(x, 1, get_i64(x, 1, &rc) + 10), &err);
+    CHECK_OK(put_i64(y, 2, get_i64(y, 2, &rc) + 20), &err);
+    end2(t, u, SOP_OK, SOP_OK);
+
+    /* the same item: the second conflicts */
+    begin2(a, b, &t, &u, &x, &y);
+    CHECK_OK(put_i64(x, 3, 1), &err);
+    CHECK_OK(put_i64(y, 3, 2), &err);
+    end2(t, u, SOP_OK, SOP_CONFLICT);
+
+    /* one reads an item the other changes, and writes another: conflict */
+    begin2(a, b, &t, &u, &x, &y);
+    CHECK_OK(put_i64(x, 5, get_i64(x, 4, &rc)), &err);
+    CHECK_OK(put_i64(y, 4, 99), &err);
+    end2(u, t, SOP_OK, SOP_CONFLICT);
+
+    /* adds of new keys into the node, and removes of others: both commit */
+    begin2(a, b, &t, &u, &x, &y);
+    CHECK_OK(put_i64(x, 100, 7), &err);
+    CHECK_OK(put_i64(x, 101, 7), &err);
+    CHECK_OK(sop_btree_remove(y, "k000010", 7, &err), &err);
+    CHECK_OK(put_i64(y, 102, 8), &err);
+    end2(t, u, SOP_OK, SOP_OK);
+
+    /* the same new key added by both: the second conflicts */
+    begin2(a, b, &t, &u, &x, &y);
+    CHECK_OK(put_i64(x, 200, 1), &err);
+    CHECK_OK(put_i64(y, 200, 2), &err);
+    end2(t, u, SOP_OK, SOP_CONFLICT);
+
+    /* a key one found missing is added by the other: conflict */
+    begin2(a, b, &t, &u, &x, &y);
+    get_i64(x, 300, &rc);
+    CHECK_EQ(rc, SOP_NOTFOUND);
+    CHECK_OK(put_i64(x, 301, 1), &err);
+    CHECK_OK(put_i64(y, 300, 1), &err);
+    end2(u, t, SOP_OK, SOP_CONFLICT);
+
+    /* removed by one, updated by the other: conflict */
+    begin2(a, b, &t, &u, &x, &y);
+    CHECK_OK(sop_btree_remove(x, "k000011", 7, &err), &err);
+    CHECK_OK(put_i64(y, 11, 5), &err);
+    end2(t, u, SOP_OK, SOP_CONFLICT);
+
+    /* a scan is validated per node: a change anywhere in it conflicts */
+    begin2(a, b, &t, &u, &x, &y);
+    sop_cursor *c;
+    CHECK_OK(sop_cursor_open(x, &c, &err), &err);
+    CHECK_OK(sop_cursor_first(c, &err), &err);
+    sop_cursor_close(c);
+    CHECK_OK(put_i64(x, 12, 1), &err);
+    CHECK_OK(put_i64(y, 13, 1), &err);
+    end2(u, t, SOP_OK, SOP_CONFLICT);
+
+    /* the outcome */
+    CHECK_OK(sop_txn_begin(a, SOP_TXN_READ, 0, &t, &err), &err);
+    CHECK_OK(sop_store_open(t, "s", &x, &err), &err);
+    CHECK_EQ(get_i64(x, 1, &rc), 10);
+    CHECK_EQ(get_i64(x, 2, &rc), 20);
+    CHECK_EQ(get_i64(x, 3, &rc), 1);
+    CHECK_EQ(get_i64(x, 4, &rc), 99);
+    CHECK_EQ(get_i64(x, 5, &rc), 0);
+    CHECK_EQ(get_i64(x, 100, &rc), 7);
+    CHECK_EQ(get_i64(x, 102, &rc), 8);
+    CHECK_EQ(get_i64(x, 200, &rc), 1);
+    CHECK_EQ(get_i64(x, 300, &rc), 1);
+    CHECK_EQ(get_i64(x, 301, &rc), 0);
+    CHECK_EQ(rc, SOP_NOTFOUND);
+    get_i64(x, 10, &rc);
+    CHECK_EQ(rc, SOP_NOTFOUND);
+    get_i64(x, 11, &rc);
+    CHECK_EQ(rc, SOP_NOTFOUND);
+    CHECK_EQ(get_i64(x, 13, &rc), 1);
+    CHECK_EQ(get_i64(x, 12, &rc), 0);
+    CHECK_EQ(sop_btree_count(x), 40 + 3 - 2 + 1 + 1);
+    CHECK_OK(sop_txn_commit(t, &err), &err);
+    sop_txn_free(t);
+    sop_db_close(a);
+    sop_db_close(b);
+    check_clean(dir);
+}
+
+TEST(merging_values_in_nodes)
+{
+    merging_in(SOP_VALUES_IN_NODE);
+}
+
+TEST(merging_separate_values)
+{
+    merging_in(SOP_VALUES_SEPARATE);
+}
+
+TEST(merging_active_values)
+{
+    merging_in(SOP_VALUES_ACTIVE);
+}
+
+/* A merge that splits the node it replays into. */
+TEST(merging_across_a_split)
+{
+    const char *dir = t_tmpdir();
+    make_store(dir, "s", 8, 8, SOP_VALUES_IN_NODE, 0);
+    sop_db *a = open_cfg(dir, &LOCAL), *b = open_cfg(dir, &LOCAL);
+    sop_txn *t, *u;
+    sop_btree *x, *y;
+    begin2(a, b, &t, &u, &x, &y);
+    for (int i = 100; i < 140; i++)
+        CHECK_OK(put_i64(x, i, i), &err);
+    for (int i = 200; i < 240; i++)
+        CHECK_OK(put_i64(y, i, i), &err);
+    end2(t, u, SOP_OK, SOP_OK);
+    CHECK_OK(sop_txn_begin(a, SOP_TXN_READ, 0, &t, &err), &err);
+    CHECK_OK(sop_store_open(t, "s", &x, &err), &err);
+    CHECK_EQ(sop_btree_count(x), 88);
+    sop_rc rc;
+    for (int i = 200; i < 240; i++)
+        CHECK_EQ(get_i64(x, i, &rc), i);
+    CHECK_OK(sop_btree_check(x, &err), &err);
+    sop_txn_free(t);
+    sop_db_close(a);
+    sop_db_close(b);
+    check_clean(dir);
+}
+
+/* ---- processes ---- */
+
+typedef struct stats {
+    uint64_t commits, conflicts, audits, audit_conflicts;
+} stats;
+
+static pid_t spawn(void (*fn)(int id, void *arg, int fd), int id, void *arg, int *rfd)
+{
+    int p[2];
+    CHECK(pipe(p) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        t_in_child();
+        close(p[0]);
+        fn(id, arg, p[1]);
+        _exit(0);
+    }
+    close(p[1]);
+    *rfd = p[0];
+    return pid;
+}
+
+static void reap(pid_t pid, int fd, stats *s)
+{
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "worker %d ended with status %#x", (int)pid,
+              st);
+    CHECK(read(fd, s, sizeof(*s)) == (ssize_t)sizeof(*s));
+    close(fd);
+}
+
+static bool retryable(sop_rc rc)
+{
+    return rc == SOP_CONFLICT || rc == SOP_BUSY || rc == SOP_TIMEOUT || rc == SOP_UNREACHABLE;
+}
+
+typedef struct bank {
+    const char *dir;
+    cfg c;
+    int accounts, ntx;
+    uint64_t seed;
+} bank;
+
+#define BALANCE 1000
+
+/* Sums every account in one read-only transaction: SOP_OK with the sum, or
+ * the commit's error (a sum seen by a failed reader proves nothing). */
+static sop_rc audit(sop_db *db, int accounts, int64_t *sum)
+{
+    sop_txn *t;
+    sop_btree *bt;
+    sop_cursor *c;
+    sop_rc rc = sop_txn_begin(db, SOP_TXN_READ, 0, &t, &err);
+    if (rc != SOP_OK)
+        return rc;
+    rc = sop_store_open(t, "acct", &bt, &err);
+    *sum = 0;
+    int n = 0;
+    if (rc == SOP_OK)
+        rc = sop_cursor_open(bt, &c, &err);
+    if (rc == SOP_OK) {
+        for (rc = sop_cursor_first(c, &err); rc == SOP_OK; rc = sop_cursor_next(c, &err)) {
+            sop_item it;
+            if ((rc = sop_cursor_item(c, &it, &err)) != SOP_OK)
+                break;
+            if (it.key_len != 7)
+                continue; /* a worker's commit counter */
+            int64_t v;
+            memcpy(&v, it.value, 8);
+            *sum += v;
+            n++;
+        }
+        if (rc == SOP_NOTFOUND)
+            rc = SOP_OK;
+        sop_cursor_close(c);
+    }
+    if (rc == SOP_OK)
+        rc = sop_txn_commit(t, &err);
+    sop_txn_free(t);
+    if (rc == SOP_OK && n != accounts)
+        CHECK_MSG(false, "an audit saw %d items", n);
+    return rc;
+}
+
+static void bank_worker(int id, void *arg, int fd)
+{
+    bank *b = arg;
+    sop_db *db = open_cfg(b->dir, &b->c);
+    t_rng r;
+    t_rng_seed(&r, b->seed * 1000 + (uint64_t)id);
+    stats s = {0};
+    int64_t total = (int64_t)b->accounts * BALANCE;
+    for (int i = 0; i < b->ntx;) {
+        if (i % 50 == 0 && s.audits <= (uint64_t)i / 50) {
+            int64_t sum;
+            sop_rc rc = audit(db, b->accounts, &sum);
+            s.audits++;
+            if (rc == SOP_OK)
+                CHECK_MSG(sum - 0 == total + 0, "worker %d: a committed audit saw %lld, not %lld",
+                          id, (long long)sum, (long long)total);
+            else if (retryable(rc))
+                s.audit_conflicts++;
+            else
+                CHECK_MSG(false, "audit: %s %s", sop_rc_name(rc), err.msg);
+        }
+        int from = (int)t_rng_below(&r, (uint64_t)b->accounts);
+        int to = (int)t_rng_below(&r, (uint64_t)b->accounts - 1);
+        if (to >= from)
+            to++;
+        int64_t amount = (int64_t)t_rng_below(&r, 50) + 1;
+        sop_txn *t;
+        sop_btree *bt;
+        sop_rc rc = sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err);
+        CHECK_OK(rc, &err);
+        rc = sop_store_open(t, "acct", &bt, &err);
+        int64_t fb = 0, tb = 0, mine = 0;
+        if (rc == SOP_OK)
+            fb = get_i64(bt, from, &rc);
+        if (rc == SOP_OK)
+            tb = get_i64(bt, to, &rc);
+        if (rc == SOP_OK)
+            mine = get_i64(bt, 1000000 + id, &rc);
+        if (rc == SOP_OK && fb >= amount) {
+            rc = put_i64(bt, from, fb - amount);
+            if (rc == SOP_OK)
+                rc = put_i64(bt, to, tb + amount);
+        }
+        /* every acknowledged commit counts once: lost or doubled ones show */
+        if (rc == SOP_OK)
+            rc = put_i64(bt, 1000000 + id, mine + 1);
+        if (rc == SOP_OK)
+            rc = sop_txn_commit(t, &err);
+        sop_txn_free(t);
+        if (rc == SOP_OK) {
+            s.commits++;
+            i++;
+        } else if (retryable(rc)) {
+            s.conflicts++;
+        } else {
+            CHECK_MSG(false, "worker %d: transfer failed: %s %s", id, sop_rc_name(rc), err.msg);
+        }
+    }
+    sop_db_close(db);
+    CHECK(write(fd, &s, sizeof(s)) == (ssize_t)sizeof(s));
+}
+
+static void run_bank(const cfg *c, int workers, int ntx)
+{
+    const char *dir = t_tmpdir();
+    bank b = {dir, *c, 100, ntx, t_seed()};
+    make_store(dir, "acct", b.accounts, 64, SOP_VALUES_IN_NODE, BALANCE);
+    {
+        sop_db *db = open_cfg(dir, &LOCAL);
+        sop_txn *t;
+        sop_btree *bt;
+        CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
+        CHECK_OK(sop_store_open(t, "acct", &bt, &err), &err);
+        for (int w = 0; w < 8; w++)
+            CHECK_OK(put_i64(bt, 1000000 + w, 0), &err);
+        CHECK_OK(sop_txn_commit(t, &err), &err);
+        sop_txn_free(t);
+        sop_db_close(db);
+    }
+    pid_t pids[16];
+    int fds[16];
+    int64_t t0 = now_ms();
+    for (int w = 0; w < workers; w++)
+        pids[w] = spawn(bank_worker, w, &b, &fds[w]);
+    stats all = {0}, s[16];
+    for (int w = 0; w < workers; w++) {
+        reap(pids[w], fds[w], &s[w]);
+        all.commits += s[w].commits;
+        all.conflicts += s[w].conflicts;
+        all.audits += s[w].audits;
+        all.audit_conflicts += s[w].audit_conflicts;
+    }
+    int64_t ms = now_ms() - t0;
+    printf("# bank (%s): %d workers, %llu transfers in %lld ms (%.0f/s), %llu retries "
+           "(%.2f%%), %llu audits (%llu retried)\n",
+           c->kind == SOP_COORD_REDIS ? "redis" : "local", workers, (unsigned long long)all.commits,
+           (long long)ms, (double)all.commits * 1000.0 / (double)(ms ? ms : 1),
+           (unsigned long long)all.conflicts,
+           100.0 * (double)all.conflicts / (double)(all.commits + all.conflicts),
+           (unsigned long long)all.audits, (unsigned long long)all.audit_conflicts);
+    int64_t sum;
+    sop_db *db = open_cfg(dir, &LOCAL);
+    CHECK_OK(audit(db, b.accounts, &sum), &err);
+    CHECK_EQ(sum, (int64_t)b.accounts * BALANCE);
+    sop_txn *t;
+    sop_btree *bt;
+    CHECK_OK(sop_txn_begin(db, SOP_TXN_READ, 0, &t, &err), &err);
+    CHECK_OK(sop_store_open(t, "acct", &bt, &err), &err);
+    for (int w = 0; w < workers; w++) {
+        sop_rc rc;
+        CHECK_EQ(get_i64(bt, 1000000 + w, &rc), (int64_t)s[w].commits);
+    }
+    sop_txn_free(t);
+    sop_db_close(db);
+    check_clean(dir);
+}
+
+static int bank_ntx(void)
+{
+    return t_long() ? 20000 : 2500; /* per worker: 8 x 2500 = 20,000 in CI */
+}
+
+TEST(bank_local_8_processes)
+{
+    run_bank(&LOCAL, 8, bank_ntx());
+}
+
+TEST(bank_redis_8_processes)
+{
+    t_redis r;
+    t_redis_start(&r, NULL);
+    cfg c = {SOP_COORD_REDIS, r.port, 0, 0};
+    run_bank(&c, 8, bank_ntx());
+    t_redis_stop(&r);
+}
+
+/* ---- disjoint keys in one node: no conflicts at all ---- */
+
+typedef struct disjoint {
+    const char *dir;
+    cfg c;
+    int procs, keys, ntx;
+} disjoint;
+
+static void disjoint_worker(int id, void *arg, int fd)
+{
+    disjoint *d = arg;
+    sop_db *db = open_cfg(d->dir, &d->c);
+    stats s = {0};
+    for (int i = 0; i < d->ntx;) {
+        int k = id + d->procs * (i % (d->keys / d->procs)); /* interleaved: shared nodes */
+        sop_txn *t;
+        sop_btree *bt;
+        CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
+        sop_rc rc = sop_store_open(t, "s", &bt, &err);
+        int64_t v = 0;
+        if (rc == SOP_OK)
+            v = get_i64(bt, k, &rc);
+        if (rc == SOP_OK)
+            rc = put_i64(bt, k, v + 1);
+        if (rc == SOP_OK)
+            rc = sop_txn_commit(t, &err);
+        sop_txn_free(t);
+        if (rc == SOP_OK) {
+            s.commits++;
+            i++;
+        } else if (rc == SOP_CONFLICT) {
+            s.conflicts++;
+        } else {
+            CHECK_MSG(false, "worker %d: %s %s", id, sop_rc_name(rc), err.msg);
+        }
+    }
+    sop_db_close(db);
+    CHECK(write(fd, &s, sizeof(s)) == (ssize_t)sizeof(s));
+}
+
+static void run_disjoint(const cfg *c)
+{
+    const char *dir = t_tmpdir();
+    disjoint d = {dir, *c, 4, 64, t_long() ? 5000 : 1000};
+    make_store(dir, "s", d.keys, 500, SOP_VALUES_IN_NODE, 0); /* all in one leaf */
+    pid_t pids[4];
+    int fds[4];
+    for (int w = 0; w < d.procs; w++)
+        pids[w] = spawn(disjoint_worker, w, &d, &fds[w]);
+    stats all = {0};
+    for (int w = 0; w < d.procs; w++) {
+        stats s;
+        reap(pids[w], fds[w], &s);
+        all.commits += s.commits;
+        all.conflicts += s.conflicts;
+    }
+    printf("# disjoint keys in one node (%s): %d processes, %llu commits, %llu conflicts, abort "
+           "rate %.4f%%\n",
+           c->kind == SOP_COORD_REDIS ? "redis" : "local", d.procs, (unsigned long long)all.commits,
+           (unsigned long long)all.conflicts,
+           100.0 * (double)all.conflicts / (double)(all.commits + all.conflicts));
+    CHECK_EQ(all.conflicts, 0);
+    sop_db *db = open_cfg(dir, &LOCAL);
+    sop_txn *t;
+    sop_btree *bt;
+    CHECK_OK(sop_txn_begin(db, SOP_TXN_READ, 0, &t, &err), &err);
+    CHECK_OK(sop_store_open(t, "s", &bt, &err), &err);
+    int64_t sum = 0;
+    for (int k = 0; k < d.keys; k++) {
+        sop_rc rc;
+        sum += get_i64(bt, k, &rc);
+    }
+    CHECK_EQ(sum, (int64_t)d.procs * d.ntx);
+    sop_txn_free(t);
+    sop_db_close(db);
+    check_clean(dir);
+}
+
+TEST(disjoint_keys_same_node_never_conflict_local)
+{
+    run_disjoint(&LOCAL);
+}
+
+TEST(disjoint_keys_same_node_never_conflict_redis)
+{
+    t_redis r;
+    t_redis_start(&r, NULL);
+    cfg c = {SOP_COORD_REDIS, r.port, 0, 0};
+    run_disjoint(&c);
+    t_redis_stop(&r);
+}
+
+/* ---- lock holders that die or pause ---- */
+
+typedef struct holder {
+    const char *dir;
+    cfg c;
+    sop__point point;
+    sop__fault_kind kind;
+    int64_t value;
+} holder;
+
+/* Commits key 1 = value, dying or pausing at a point on the way; exits
+ * 0 committed, 10 conflict, 11 anything else. */
+static void holder_child(int id, void *arg, int fd)
+{
+    (void)id;
+    (void)fd;
+    holder *h = arg;
+    sop_db *db = open_cfg(h->dir, &h->c);
+    if (h->kind == SOP__FAULT_KILL)
+        sop__fault_kill_at(h->point, 1);
+    sop_txn *t;
+    sop_btree *bt;
+    CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
+    CHECK_OK(sop_store_open(t, "s", &bt, &err), &err);
+    sop_rc rc;
+    get_i64(bt, 1, &rc);
+    CHECK_OK(rc, &err);
+    CHECK_OK(put_i64(bt, 1, h->value), &err);
+    if (h->kind == SOP__FAULT_STOP)
+        sop__fault_stop_at(h->point, 1);
+    rc = sop_txn_commit(t, &err);
+    sop_txn_free(t);
+    sop_db_close(db);
+    _exit(rc == SOP_OK ? 0 : rc == SOP_CONFLICT ? 10 : 11);
+}
+
+static sop_rc commit_value(sop_db *db, int64_t v)
+{
+    sop_txn *t;
+    sop_btree *bt;
+    CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
+    CHECK_OK(sop_store_open(t, "s", &bt, &err), &err);
+    sop_rc rc;
+    get_i64(bt, 1, &rc);
+    if (rc == SOP_OK)
+        rc = put_i64(bt, 1, v);
+    if (rc == SOP_OK)
+        rc = sop_txn_commit(t, &err);
+    sop_txn_free(t);
+    return rc;
+}
+
+static int64_t value_now(const char *dir)
+{
+    sop_db *db = open_cfg(dir, &LOCAL);
+    sop_txn *t;
+    sop_btree *bt;
+    CHECK_OK(sop_txn_begin(db, SOP_TXN_READ, 0, &t, &err), &err);
+    CHECK_OK(sop_store_open(t, "s", &bt, &err), &err);
+    sop_rc rc;
+    int64_t v = get_i64(bt, 1, &rc);
+    CHECK_OK(rc, &err);
+    sop_txn_free(t);
+    sop_db_close(db);
+    return v;
+}
+
+static void killed_holder(const cfg *c, sop__point point, int64_t bound_ms)
+{
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s/%s", t_tmpdir(), sop__fault_point_name(point));
+    make_store(dir, "s", 10, 16, SOP_VALUES_IN_NODE, 0);
+    holder h = {dir, *c, point, SOP__FAULT_KILL, 111};
+    int fd;
+    pid_t pid = spawn(holder_child, 0, &h, &fd);
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK_MSG(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the holder was not killed (%#x)", st);
+    close(fd);
+    int64_t t0 = now_ms(); /* opening runs recovery, which takes the lock too */
+    sop_db *db = open_cfg(dir, c);
+    sop_rc rc;
+    while ((rc = commit_value(db, 222)) != SOP_OK)
+        CHECK_MSG(retryable(rc), "%s %s", sop_rc_name(rc), err.msg);
+    int64_t took = now_ms() - t0;
+    printf("# %s: next commit %lld ms after kill -9 at %s\n",
+           c->kind == SOP_COORD_REDIS ? "redis" : "local", (long long)took,
+           sop__fault_point_name(point));
+    CHECK_MSG(took <= bound_ms, "took %lld ms, bound %lld", (long long)took, (long long)bound_ms);
+    sop_db_close(db);
+    CHECK_EQ(value_now(dir), 222);
+    check_clean(dir);
+}
+
+TEST(killed_lock_holder_local_others_proceed_at_once)
+{
+    killed_holder(&LOCAL, SOP__POINT_P1_VALIDATED, 1000);
+    killed_holder(&LOCAL, SOP__POINT_P1_DURABLE, 1000);
+    killed_holder(&LOCAL, SOP__POINT_P2_REGISTRY_HALF, 1000);
+}
+
+TEST(killed_lock_holder_redis_others_proceed_after_ttl)
+{
+    t_redis r;
+    t_redis_start(&r, NULL);
+    cfg c = {SOP_COORD_REDIS, r.port, 1000, 0};
+    killed_holder(&c, SOP__POINT_P1_VALIDATED, 1000 + 1500);
+    killed_holder(&c, SOP__POINT_P1_DURABLE, 1000 + 1500);
+    killed_holder(&c, SOP__POINT_P2_REGISTRY_HALF, 1000 + 1500);
+    t_redis_stop(&r);
+}
+
+static void wait_stopped(pid_t pid)
+{
+    int st;
+    CHECK(waitpid(pid, &st, WUNTRACED) == pid);
+    CHECK_MSG(WIFSTOPPED(st), "the holder did not stop (%#x)", st);
+}
+
+static int wait_exit(pid_t pid)
+{
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK_MSG(WIFEXITED(st), "the holder died (%#x)", st);
+    return WEXITSTATUS(st);
+}
+
+/* Paused after validating, past its lock's TTL: another process commits
+ * the same item; the paused one resumes and must not overwrite it. */
+TEST(paused_holder_past_ttl_cannot_overwrite_a_newer_commit)
+{
+    t_redis r;
+    t_redis_start(&r, NULL);
+    cfg c = {SOP_COORD_REDIS, r.port, 300, 0};
+    const char *dir = t_tmpdir();
+    make_store(dir, "s", 10, 16, SOP_VALUES_IN_NODE, 0);
+    holder h = {dir, c, SOP__POINT_P1_VALIDATED, SOP__FAULT_STOP, 111};
+    int fd;
+    pid_t pid = spawn(holder_child, 0, &h, &fd);
+    wait_stopped(pid);
+    usleep(600 * 1000); /* past the TTL */
+    sop_db *db = open_cfg(dir, &c);
+    CHECK_OK(commit_value(db, 222), &err);
+    kill(pid, SIGCONT);
+    CHECK_EQ(wait_exit(pid), 10); /* SOP_CONFLICT: the stale write lost */
+    close(fd);
+    CHECK_EQ(value_now(dir), 222);
+    /* and the system goes on */
+    CHECK_OK(commit_value(db, 333), &err);
+    sop_db_close(db);
+    CHECK_EQ(value_now(dir), 333);
+    check_clean(dir);
+    t_redis_stop(&r);
+}
+
+/* Paused after claiming its sequence number (before its commit point):
+ * others wait for it (never decide for a live committer), it finishes when
+ * resumed, and later commits apply over it. */
+TEST(paused_holder_after_its_claim_is_waited_for)
+{
+    t_redis r;
+    t_redis_start(&r, NULL);
+    cfg c = {SOP_COORD_REDIS, r.port, 300, 800};
+    const char *dir = t_tmpdir();
+    make_store(dir, "s", 10, 16, SOP_VALUES_IN_NODE, 0);
+    holder h = {dir, c, SOP__POINT_P1_RECORD_WRITTEN, SOP__FAULT_STOP, 111};
+    int fd;
+    pid_t pid = spawn(holder_child, 0, &h, &fd);
+    wait_stopped(pid);
+    usleep(600 * 1000);
+    sop_db *db = open_cfg(dir, &c);
+    sop_rc rc = commit_value(db, 222);
+    CHECK_MSG(rc == SOP_BUSY || rc == SOP_TIMEOUT, "got %s (%s)", sop_rc_name(rc), err.msg);
+    kill(pid, SIGCONT);
+    CHECK_EQ(wait_exit(pid), 0);
+    close(fd);
+    CHECK_EQ(value_now(dir), 111);
+    CHECK_OK(commit_value(db, 222), &err);
+    sop_db_close(db);
+    CHECK_EQ(value_now(dir), 222);
+    check_clean(dir);
+    t_redis_stop(&r);
+}
+
+/* ---- the L1 node cache ---- */
+
+TEST(l1_cache_serves_clones_and_keeps_its_budget)
+{
+    sop__l1_clear();
+    sop__l1_reserve(1u << 20);
+    sop__node *n;
+    uint8_t id[16] = {1}, phys[16] = {2};
+    /* 60 KB bodies: 5000 of them are far more than any budget here */
+    static char big[60000];
+    memcpy(big, "value", 5);
+    CHECK_OK(sop__node_new(id, true, 8, 64 + sizeof(big), &n, &err), &err);
+    sop__node_insert(n, 0, "key", 3, big, sizeof(big), id, 1, 0);
+    CHECK(sop__l1_get(phys, 1) == NULL);
+    sop__l1_put(phys, 1, n);
+    CHECK(sop__l1_get(phys, 2) == NULL); /* another version: a miss */
+    sop__node *c = sop__l1_get(phys, 1);
+    CHECK(c != NULL && c != n && c->count == 1);
+    CHECK(memcmp(sop__node_key(c, 0), "key", 3) == 0);
+    memcpy(c->heap + c->items[0].voff, "VALUE", 5); /* a clone: the cached copy is untouched */
+    sop__node *d = sop__l1_get(phys, 1);
+    CHECK(d && memcmp(sop__node_value(d, 0), "value", 5) == 0);
+    sop__node_free(c);
+    sop__node_free(d);
+    /* many more bodies than fit: the budget holds, the newest stay */
+    for (int i = 0; i < 5000; i++) {
+        uint8_t p[16] = {0};
+        memcpy(p, &i, sizeof(i));
+        p[15] = 9;
+        sop__l1_put(p, 1, n);
+    }
+    sop__l1_stats st;
+    sop__l1_stats_get(&st);
+    CHECK(st.bytes <= st.budget);
+    CHECK(st.entries > 0 && st.entries < 5000);
+    uint8_t last[16] = {0};
+    int i = 4999;
+    memcpy(last, &i, sizeof(i));
+    last[15] = 9;
+    sop__node *e = sop__l1_get(last, 1);
+    CHECK(e != NULL);
+    sop__node_free(e);
+    CHECK(sop__l1_get(phys, 1) == NULL); /* the oldest went first */
+    sop__node_free(n);
+}
+
+/* Reads in a second transaction come from the cache, not the blobs. */
+TEST(l1_cache_hits_across_transactions)
+{
+    const char *dir = t_tmpdir();
+    make_store(dir, "s", 500, 16, SOP_VALUES_IN_NODE, 5);
+    sop__l1_clear();
+    sop_db *db = open_cfg(dir, &LOCAL);
+    for (int round = 0; round < 2; round++) {
+        sop_txn *t;
+        sop_btree *bt;
+        CHECK_OK(sop_txn_begin(db, SOP_TXN_READ, 0, &t, &err), &err);
+        CHECK_OK(sop_store_open(t, "s", &bt, &err), &err);
+        sop_rc rc;
+        for (int i = 0; i < 500; i++)
+            CHECK_EQ(get_i64(bt, i, &rc), 5);
+        CHECK_OK(sop_txn_commit(t, &err), &err);
+        sop_txn_free(t);
+    }
+    sop__l1_stats st;
+    sop__l1_stats_get(&st);
+    printf("# l1: %llu hits, %llu misses, %llu entries\n", (unsigned long long)st.hits,
+           (unsigned long long)st.misses, (unsigned long long)st.entries);
+    CHECK(st.hits >= st.misses); /* the second round hit every node the first read */
+    CHECK(st.misses > 0);
+    sop_db_close(db);
+}
