@@ -4,6 +4,7 @@
 #   make demo            install missing packages, build, run the demo
 #   make test            install missing packages, build, run every test
 #   make SANITIZE=address,undefined test     the same under ASan/UBSan (build/san)
+#   make tsan            the threaded tests under ThreadSanitizer (build/san-tsan)
 #   make lint            formatting, layering, exported symbols, banned calls, cppcheck
 #   make test-long       the test suite with the long (documented) sizes
 #
@@ -14,12 +15,14 @@
 SHELL := /bin/bash
 
 SANITIZE ?=
+comma := ,
 ifeq ($(SANITIZE),)
   BUILD := build
   OPT := -O2
   SANFLAGS :=
 else
-  BUILD := build/san
+  # ThreadSanitizer cannot share objects with ASan: its own tree
+  BUILD := build/san$(if $(filter thread,$(subst $(comma), ,$(SANITIZE))),-tsan)
   OPT := -O1
   SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 endif
@@ -47,7 +50,7 @@ DEMO := $(BUILD)/bin/sop-demo
 CLI_SRC := $(wildcard engine/cli/*.c)
 CLI := $(if $(CLI_SRC),$(BUILD)/bin/sop)
 
-.PHONY: all deps demo test test-long lint format clean fuzz
+.PHONY: all deps demo test test-long lint format clean fuzz tsan
 all: $(LIB_A) $(LIB_SO) $(CLI)
 
 $(BUILD)/obj/%.o: engine/src/%.c
@@ -112,6 +115,12 @@ demo: deps
 test: deps
 	@$(MAKE) --no-print-directory $(TEST_BIN) $(LIB_A) $(LIB_SO) $(CLI)
 	@SOP_CLI=$(CURDIR)/$(CLI) tests/run $(TEST_BIN) $(wildcard tests/cli/test_*.sh)
+
+# The threaded tests under ThreadSanitizer (build/san-tsan).
+TSAN_TESTS := test_threads test_coord_redis
+tsan: deps
+	@$(MAKE) --no-print-directory SANITIZE=thread $(TSAN_TESTS:%=build/san-tsan/tests/%)
+	@TSAN_OPTIONS=halt_on_error=1 tests/run $(TSAN_TESTS:%=build/san-tsan/tests/%)
 
 test-long: deps
 	@$(MAKE) --no-print-directory $(TEST_BIN) $(CLI)
