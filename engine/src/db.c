@@ -190,6 +190,7 @@ typedef struct lockstate {
     bool handoff;         /* ... and its owner left it for others to finish */
     uint8_t owner[16];    /* ... by the process owning this log */
     uint64_t pending_seq; /* ... with this sequence number */
+    uint8_t applier[16];  /* ... being finished by this log's process (zero: the owner) */
 } lockstate;
 
 static sop_rc state_read(sop_db *db, lockstate *s, sop_err *err)
@@ -207,6 +208,7 @@ static sop_rc state_read(sop_db *db, lockstate *s, sop_err *err)
     s->handoff = b[17] != 0;
     memcpy(s->owner, b + 20, 16);
     s->pending_seq = sop__le_get64(b + 36);
+    memcpy(s->applier, b + 44, 16);
     return SOP_OK;
 }
 
@@ -220,6 +222,7 @@ static sop_rc state_write(sop_db *db, const lockstate *s, sop_err *err)
     b[17] = s->handoff ? 1 : 0;
     memcpy(b + 20, s->owner, 16);
     sop__le_put64(b + 36, s->pending_seq);
+    memcpy(b + 44, s->applier, 16);
     sop__le_put32(b + 60, sop__crc32c(0, b, 60));
     /* Not synced: the marker only matters while the machine is up; after a
      * machine crash, full recovery redoes everything past the checkpoint. */
@@ -398,6 +401,7 @@ sop_rc sop__db_claim_seq(sop_db *db, uint64_t *seq, sop_err *err)
         s.handoff = false;
         s.pending_seq = next;
         log_owner(db, s.owner);
+        memset(s.applier, 0, 16);
         rc = state_write(db, &s, err);
         if (rc == SOP_OK) {
             db->fence_seq = next;
@@ -432,19 +436,27 @@ static sop_rc clear_pending_of(sop_db *db, const uint8_t owner[16], uint64_t seq
     return rc;
 }
 
-sop_rc sop__db_hand_off(sop_db *db, uint64_t seq, sop_err *err)
+/* Sets the hand-off flag of marker (owner, seq), whoever is applying it. */
+static void hand_off_of(sop_db *db, const uint8_t owner[16], uint64_t seq)
 {
-    uint8_t me[16];
-    log_owner(db, me);
-    SOP__TRY(sector_lock(db, true, err));
+    if (sector_lock(db, true, NULL) != SOP_OK)
+        return;
     lockstate s;
-    sop_rc rc = state_read(db, &s, err);
-    if (rc == SOP_OK && s.pending && s.pending_seq == seq && memcmp(s.owner, me, 16) == 0) {
+    if (state_read(db, &s, NULL) == SOP_OK && s.pending && s.pending_seq == seq &&
+        memcmp(s.owner, owner, 16) == 0) {
         s.handoff = true;
-        rc = state_write(db, &s, err);
+        state_write(db, &s, NULL);
     }
     sector_unlock(db);
-    return rc;
+}
+
+sop_rc sop__db_hand_off(sop_db *db, uint64_t seq, sop_err *err)
+{
+    (void)err;
+    uint8_t me[16];
+    log_owner(db, me);
+    hand_off_of(db, me, seq);
+    return SOP_OK;
 }
 
 sop_rc sop__db_clear_pending(sop_db *db, uint64_t seq, sop_err *err)
@@ -1477,55 +1489,104 @@ static sop_rc seek_seq(void *ctx, const sop__logrec *r)
  * between its claim and its commit point after its lock ran out, and only
  * it can decide; wait for it (docs/locking.md, "stale holders").
  */
+/* Whether the process owning log `who` is alive (it holds its log's lock);
+ * this handle counts as not (it is not applying anything right now). */
+static sop_rc log_path_of(sop_db *db, const uint8_t who[16], char path[SOP__PATH_MAX], sop_err *err)
+{
+    char text[SOP__UUID_TEXT_LEN + 5];
+    sop__uuid_format(who, text);
+    strcat(text, ".log");
+    return path_join(path, err, db->txlog, text);
+}
+
+static bool log_alive(sop_db *db, const char *path)
+{
+    if (db->log && strcmp(path, sop__log_path(db->log)) == 0)
+        return false;
+    int cfd;
+    sop_rc crc = sop__log_claim(path, &cfd, NULL);
+    if (crc == SOP_OK)
+        sop__os_close(SOP__SITE_LOG_READ, cfd, path, NULL);
+    return crc == SOP_LOCKED;
+}
+
+/* Makes this process the applier of the marker (owner, seq) if it still
+ * reads as `seen`: SOP_OK, or SOP_BUSY if it changed meanwhile. */
+static sop_rc adopt_pending(sop_db *db, const lockstate *seen, sop_err *err)
+{
+    SOP__TRY(sector_lock(db, true, err));
+    lockstate s;
+    sop_rc rc = state_read(db, &s, err);
+    if (rc == SOP_OK &&
+        (!s.pending || s.pending_seq != seen->pending_seq ||
+         memcmp(s.owner, seen->owner, 16) != 0 || memcmp(s.applier, seen->applier, 16) != 0))
+        rc = SOP_BUSY;
+    if (rc == SOP_OK) {
+        log_owner(db, s.applier);
+        s.handoff = false;
+        rc = state_write(db, &s, err);
+    }
+    sector_unlock(db);
+    return rc;
+}
+
+/*
+ * Under the commit lock: if a commit was left half applied (its committer
+ * died, or its phase 2 failed), redo it from its committer's log - read
+ * without claiming it, the owner may be alive - and clear the marker.
+ *
+ * A marker without a durable record means its committer died (or
+ * retracted) before its commit point: cleared. Never decided for a live
+ * committer - or a live process already finishing it - when locks can
+ * expire (Redis): it may still retract its record, or be applying it, and
+ * a second applier could bring back blobs a later commit removed. It says
+ * so when it gives up (hand-off). Before applying, the finisher makes
+ * itself the marker's applier, so that it is waited for in turn.
+ */
 static sop_rc redo_pending(sop_db *db, bool may_wait, sop_err *err)
 {
+    static const uint8_t zero[16];
     int64_t limit = sop__now_ms() + db->opts.lock_timeout_ms;
     for (unsigned backoff = 1;;) {
         lockstate s;
         SOP__TRY(state_read_locked(db, &s, err));
         if (!s.pending)
             return SOP_OK;
-        char text[SOP__UUID_TEXT_LEN + 5], path[SOP__PATH_MAX];
-        sop__uuid_format(s.owner, text);
-        strcat(text, ".log");
-        SOP__TRY(path_join(path, err, db->txlog, text));
-        bool alive = false;
-        if (db->log == NULL || strcmp(path, sop__log_path(db->log)) != 0) {
-            int cfd;
-            sop_rc crc = sop__log_claim(path, &cfd, NULL);
-            if (crc == SOP_LOCKED)
-                alive = true;
-            else if (crc == SOP_OK)
-                sop__os_close(SOP__SITE_LOG_READ, cfd, path, NULL);
-        }
-        int fd;
-        sop_rc rc = sop__os_open(SOP__SITE_LOG_READ, path, O_RDONLY, 0, &fd, err);
-        seek_ctx k = {s.pending_seq, NULL, 0, err};
-        if (rc == SOP_OK) {
-            rc = sop__log_scan(fd, path, seek_seq, &k, err);
-            sop__os_close(SOP__SITE_LOG_READ, fd, path, NULL);
-        }
-        if (rc == SOP_NOTFOUND)
-            rc = SOP_OK; /* its log is gone: a recovery already redid it */
-        /* Never decide for a live committer whose lock could expire: it
-         * may still retract its record, or be applying it (a second
-         * applier could bring back blobs a later commit removed). It says
-         * so when it gives up (its phase 2 failed): then anyone finishes. */
-        bool wait = rc == SOP_OK && alive && db->coord_expires && !s.handoff;
-        if (rc == SOP_OK && k.payload && !wait)
-            rc = sop__redo_apply(db, k.payload, k.len, true, err);
-        sop__free(k.payload);
-        if (rc != SOP_OK)
-            return rc;
-        if (!wait)
+        char path[SOP__PATH_MAX], apath[SOP__PATH_MAX];
+        SOP__TRY(log_path_of(db, s.owner, path, err));
+        bool by_owner = memcmp(s.applier, zero, 16) == 0;
+        SOP__TRY(log_path_of(db, by_owner ? s.owner : s.applier, apath, err));
+        bool wait = db->coord_expires && !s.handoff && log_alive(db, apath);
+        if (!wait) {
+            sop_rc rc = adopt_pending(db, &s, err);
+            if (rc == SOP_BUSY)
+                continue; /* it changed: look again */
+            SOP__TRY(rc);
+            int fd;
+            rc = sop__os_open(SOP__SITE_LOG_READ, path, O_RDONLY, 0, &fd, err);
+            seek_ctx k = {s.pending_seq, NULL, 0, err};
+            if (rc == SOP_OK) {
+                rc = sop__log_scan(fd, path, seek_seq, &k, err);
+                sop__os_close(SOP__SITE_LOG_READ, fd, path, NULL);
+            }
+            if (rc == SOP_NOTFOUND)
+                rc = SOP_OK; /* its log is gone: a recovery already redid it */
+            if (rc == SOP_OK && k.payload)
+                rc = sop__redo_apply(db, k.payload, k.len, true, err);
+            sop__free(k.payload);
+            if (rc != SOP_OK) {
+                hand_off_of(db, s.owner, s.pending_seq);
+                return rc;
+            }
             return clear_pending_of(db, s.owner, s.pending_seq, err);
+        }
         if (!may_wait)
             return SOP_OK; /* recovery: its owner finishes it */
         if (sop__now_ms() >= limit)
             return sop__err_set(err, SOP_BUSY, 0,
                                 "commit %llu of a live process (log %s) is still in flight after "
                                 "%u ms",
-                                (unsigned long long)s.pending_seq, path, db->opts.lock_timeout_ms);
+                                (unsigned long long)s.pending_seq, apath, db->opts.lock_timeout_ms);
         sleep_ms(backoff);
         if (backoff < 16)
             backoff *= 2;
@@ -1756,7 +1817,13 @@ sop_rc sop_db_recover(sop_db *db, sop_err *err)
         rc = pending_is_ours(db, &ours, err);
     if (rc == SOP_OK)
         rc = gone && !ours ? clear_pending_any(db, err) : redo_pending(db, false, err);
+    /* A live process's commit in flight (its lock expired): the dead logs
+     * wait for a later recovery - one of them may hold the record it is
+     * finishing, and their checkpoint would have to wait for it. */
+    lockstate s;
     if (rc == SOP_OK)
+        rc = state_read_locked(db, &s, err);
+    if (rc == SOP_OK && !s.pending)
         rc = recover_dead_logs(db, gone, err);
     sop__db_unlock(db);
     return rc;

@@ -63,7 +63,23 @@ static sop_rc write_header(sop__log *l, sop_err *err)
     return sop__os_fdatasync(SOP__SITE_LOG_SYNC, l->fd, l->path, err);
 }
 
+static sop_rc log_create_once(const char *dir, uint64_t prealloc, sop__log **out, sop_err *err);
+
+/*
+ * Between creating X.log.new and locking it, another process's recovery may
+ * take it for a dead creator's and remove it: then the lock or the rename
+ * fails, and a fresh name is tried.
+ */
 sop_rc sop__log_create(const char *dir, uint64_t prealloc, sop__log **out, sop_err *err)
+{
+    for (int tries = 1;; tries++) {
+        sop_rc rc = log_create_once(dir, prealloc, out, err);
+        if ((rc != SOP_LOCKED && rc != SOP_NOTFOUND) || tries == 8)
+            return rc;
+    }
+}
+
+static sop_rc log_create_once(const char *dir, uint64_t prealloc, sop__log **out, sop_err *err)
 {
     sop__log *l = sop__calloc(1, sizeof(*l));
     if (l == NULL)
