@@ -1334,9 +1334,11 @@ sop_rc sop_txn_prepare(sop_txn *t, const char *owner, uint8_t txid_out[SOP_ID_LE
     rc = sop__db_claim_seq(t->db, &t->seq, err);
     if (rc == SOP_OK) {
         rc = sop__db_prepared_write(t->db, t->id, owner, t->redo, t->redo_len, err);
-        sop_rc crc = sop__db_clear_pending(t->db, t->seq, rc == SOP_OK ? err : NULL);
-        if (rc == SOP_OK)
-            rc = crc;
+        /* Once the file is durable the transaction is prepared, whatever
+         * happens to the marker: one that cannot be cleared is handed off
+         * (it has no record, so whoever finds it clears it). */
+        if (sop__db_clear_pending(t->db, t->seq, NULL) != SOP_OK)
+            sop__db_hand_off(t->db, t->seq, NULL);
     }
     sop__db_unlock(t->db);
     if (rc != SOP_OK)
