@@ -100,7 +100,7 @@ static sop_rc current_ref(sop__cursor *c, uint8_t ref[SOP__VALREF_SIZE], sop_err
 
 static bool recording(const sop_btree *bt)
 {
-    return bt->ts && !bt->ts->unmergeable && bt->ts->txn->mode == SOP_TXN_WRITE;
+    return sop__txstore_recording(bt->ts);
 }
 
 /* The item a cursor is on, as seen before a change. */

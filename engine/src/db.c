@@ -317,9 +317,8 @@ static sop_rc state_read_locked(sop_db *db, lockstate *s, sop_err *err)
     return rc;
 }
 
-sop_rc sop__db_lock(sop_db *db, bool exclusive, int64_t deadline_ms, sop_err *err)
+sop_rc sop__db_lock(sop_db *db, int64_t deadline_ms, sop_err *err)
 {
-    (void)exclusive; /* only the commit lock is left; readers use the sector */
     int64_t limit = sop__now_ms() + db->opts.lock_timeout_ms;
     if (deadline_ms > 0 && deadline_ms < limit)
         limit = deadline_ms;
@@ -354,17 +353,15 @@ void sop__db_unlock(sop_db *db)
     db->locked = false;
 }
 
-sop_rc sop__db_lock_extend(sop_db *db, sop_err *err)
+void sop__db_lock_keepalive(sop_db *db)
 {
-    if (!db->locked)
-        return sop__err_set(err, SOP_INTERNAL, 0, "commit lock not held");
-    /* only worth a round trip once a good part of the TTL has gone */
-    if (sop__now_ms() - db->lock_taken_ms < (int64_t)db->opts.lock_ttl_ms / 3)
-        return SOP_OK;
-    SOP__TRY(db->coord->ops->extend(db->coord, db->commit_key, db->lock_token, db->opts.lock_ttl_ms,
-                                    err));
-    db->lock_taken_ms = sop__now_ms();
-    return SOP_OK;
+    /* only worth a round trip once a third of the TTL has gone */
+    if (!db->locked || !db->coord_expires ||
+        sop__now_ms() - db->lock_taken_ms < (int64_t)db->opts.lock_ttl_ms / 3)
+        return;
+    if (db->coord->ops->extend(db->coord, db->commit_key, db->lock_token, db->opts.lock_ttl_ms,
+                               NULL) == SOP_OK)
+        db->lock_taken_ms = sop__now_ms();
 }
 
 static void log_owner(const sop_db *db, uint8_t owner[16])
@@ -450,13 +447,11 @@ static void hand_off_of(sop_db *db, const uint8_t owner[16], uint64_t seq)
     sector_unlock(db);
 }
 
-sop_rc sop__db_hand_off(sop_db *db, uint64_t seq, sop_err *err)
+void sop__db_hand_off(sop_db *db, uint64_t seq)
 {
-    (void)err;
     uint8_t me[16];
     log_owner(db, me);
     hand_off_of(db, me, seq);
-    return SOP_OK;
 }
 
 sop_rc sop__db_clear_pending(sop_db *db, uint64_t seq, sop_err *err)
@@ -1194,7 +1189,7 @@ static sop_rc decide_prepared(sop_db *db, const uint8_t txid[16], bool commit, s
 {
     char path[SOP__PATH_MAX];
     SOP__TRY(sop__db_prepared_path(db, txid, path, err));
-    SOP__TRY(sop__db_lock(db, true, 0, err));
+    SOP__TRY(sop__db_lock(db, 0, err));
     sop_rc rc = sop__db_recover_pending(db, err);
     sop_prepared_info info;
     uint8_t *payload = NULL;
@@ -1240,7 +1235,7 @@ static sop_rc decide_prepared(sop_db *db, const uint8_t txid[16], bool commit, s
         if (rc == SOP_OK)
             rc = sop__db_clear_pending(db, seq, err);
         else
-            sop__db_hand_off(db, seq, NULL); /* the next lock holder finishes it */
+            sop__db_hand_off(db, seq); /* the next lock holder finishes it */
         if (rc != SOP_OK)
             sop__err_prefix(err, "committed, but making it visible failed (finished later)");
         goto out;
@@ -1559,8 +1554,12 @@ static sop_rc redo_pending(sop_db *db, bool may_wait, sop_err *err)
         bool wait = db->coord_expires && !s.handoff && log_alive(db, apath);
         if (!wait) {
             sop_rc rc = adopt_pending(db, &s, err);
-            if (rc == SOP_BUSY)
+            if (rc == SOP_BUSY && sop__now_ms() < limit)
                 continue; /* it changed: look again */
+            if (rc == SOP_BUSY)
+                return sop__err_set(err, SOP_BUSY, 0,
+                                    "the pending commit of %s kept changing for %u ms", db->dir,
+                                    db->opts.lock_timeout_ms);
             SOP__TRY(rc);
             int fd;
             rc = sop__os_open(SOP__SITE_LOG_READ, path, O_RDONLY, 0, &fd, err);
@@ -1607,7 +1606,7 @@ sop_rc sop__db_finish_pending(sop_db *db, sop_err *err)
     SOP__TRY(sop__db_state(db, &seq, &pending, err));
     if (!pending)
         return SOP_OK;
-    SOP__TRY(sop__db_lock(db, true, 0, err));
+    SOP__TRY(sop__db_lock(db, 0, err));
     sop_rc rc = redo_pending(db, true, err);
     sop__db_unlock(db);
     return rc;
@@ -1804,7 +1803,7 @@ sop_rc sop_db_recover(sop_db *db, sop_err *err)
 {
     if (db == NULL)
         return sop__err_set(err, SOP_INVALID, 0, "sop_db_recover: NULL database");
-    SOP__TRY(sop__db_lock(db, true, 0, err));
+    SOP__TRY(sop__db_lock(db, 0, err));
     bool gone;
     sop_rc rc = all_others_gone(db, &gone, err);
     /* Full recovery replays every record above the checkpoint in order, the
@@ -1928,7 +1927,7 @@ void sop_db_close(sop_db *db)
         /* a clean close: checkpoint so our log can go */
         if (sop__log_used(db->log) == 0) {
             clean = true;
-        } else if (sop__db_lock(db, true, 0, NULL) == SOP_OK) {
+        } else if (sop__db_lock(db, 0, NULL) == SOP_OK) {
             clean = checkpoint_locked(db, NULL) == SOP_OK;
             sop__db_unlock(db);
         }

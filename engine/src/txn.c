@@ -151,7 +151,8 @@ sop_rc sop__txn_check_write(const sop__txstore *ts, sop_err *err)
 /* Drops what a store holds for the transaction (nodes, values) but keeps
  * the tree handle, so calls after the transaction ended get SOP_INVALID
  * instead of touching freed memory. Cursors lose their place. */
-static void txstore_clear(sop__txstore *ts)
+/* Drops every node the store holds; cursors lose their place. */
+static void forget_nodes(sop__txstore *ts)
 {
     for (sop__cursor *c = ts->bt.core.cursors; c; c = c->next_cursor) {
         c->live = false;
@@ -165,6 +166,11 @@ static void txstore_clear(sop__txstore *ts)
         sop__free(tn);
     }
     sop__idmap_free(&ts->nodes);
+}
+
+static void txstore_clear(sop__txstore *ts)
+{
+    forget_nodes(ts);
     for (size_t i = 0; i < ts->npending; i++)
         sop__free(ts->pending[i].data);
     sop__free(ts->pending);
@@ -735,10 +741,15 @@ void sop__txstore_note_scan(sop__txstore *ts)
     ts->nacts = ts->capacts = 0;
 }
 
+bool sop__txstore_recording(const sop__txstore *ts)
+{
+    return ts != NULL && !ts->unmergeable && ts->txn->mode == SOP_TXN_WRITE;
+}
+
 void sop__txstore_note(sop__txstore *ts, sop__act_kind kind, const uint8_t *key, uint32_t klen,
                        const uint8_t *id, uint32_t version, const uint8_t *val, uint32_t vlen)
 {
-    if (ts == NULL || ts->unmergeable || ts->txn->mode != SOP_TXN_WRITE)
+    if (!sop__txstore_recording(ts))
         return;
     size_t need = ACT_HEAD + (size_t)klen + vlen;
     if (ts->nacts + need > SOP__ACTS_MAX) {
@@ -856,19 +867,7 @@ static sop_rc merge_store(sop__txstore *ts, sop_err *err)
         return sop__err_set(err, SOP_CONFLICT, 0, "store %s was dropped by another transaction",
                             ts->info.name);
     SOP__TRY(rc);
-    for (sop__cursor *c = ts->bt.core.cursors; c; c = c->next_cursor) {
-        c->live = false;
-        c->state = SOP__CUR_NONE;
-        c->depth = 0;
-    }
-    sop__idmap_slot *slot;
-    for (size_t pos = 0; (pos = sop__idmap_next(&ts->nodes, pos, &slot)) != 0;) {
-        sop__txnode *tn = slot->val;
-        sop__node_free(tn->node);
-        sop__free(tn);
-    }
-    sop__idmap_free(&ts->nodes);
-    sop__idmap_init(&ts->nodes);
+    forget_nodes(ts);
     ts->info.seq = cur.seq;
     ts->info.count = cur.count;
     ts->count_at_open = cur.count;
@@ -999,8 +998,6 @@ static sop_rc validate(sop_txn *t, sop_err *err)
             rc = merge_store(ts, err);
             if (rc == SOP_OK)
                 rc = validate_store(ts, err);
-            if (rc == SOP_OK)
-                t->merges++;
         }
         SOP__TRY(rc);
     }
@@ -1204,7 +1201,7 @@ static sop_rc commit_reader(sop_txn *t, sop_err *err)
 static sop_rc lock_and_validate(sop_txn *t, sop_err *err)
 {
     sop_db *db = t->db;
-    SOP__TRY(sop__db_lock(db, true, t->deadline_ms, err));
+    SOP__TRY(sop__db_lock(db, t->deadline_ms, err));
     SOP__CRASH_POINT(P1_LOCKED);
     sop_rc rc = sop__db_recover_pending(db, err);
     if (rc == SOP_OK)
@@ -1216,6 +1213,33 @@ static sop_rc lock_and_validate(sop_txn *t, sop_err *err)
     else
         SOP__CRASH_POINT(P1_VALIDATED);
     return rc;
+}
+
+/*
+ * lock_and_validate, then claim the next commit sequence number. A claim
+ * that finds the fence moved - this process's Redis lock expired while it
+ * worked and another commit went in - is retried from the lock, a bounded
+ * number of times with jittered backoff: the retry validates (and merges)
+ * against the newer commit, so only a real conflict fails. Returns with
+ * the lock held and the claim made.
+ */
+#define FENCE_RETRIES 3
+
+static sop_rc lock_validate_claim(sop_txn *t, sop_err *err)
+{
+    for (unsigned attempt = 0;; attempt++) {
+        SOP__TRY(lock_and_validate(t, err));
+        sop__db_lock_keepalive(t->db);
+        sop_rc rc = sop__db_claim_seq(t->db, &t->seq, err);
+        if (rc == SOP_OK)
+            return SOP_OK;
+        sop__db_unlock(t->db);
+        if (rc != SOP_CONFLICT || attempt == FENCE_RETRIES)
+            return rc;
+        unsigned ms = 1 + (unsigned)(sop__random64() % (4u << attempt));
+        struct timespec ts = {0, (long)ms * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }
 
 /* Nothing durable happened: roll back, keeping the first error. */
@@ -1247,16 +1271,11 @@ sop_rc sop_txn_phase1(sop_txn *t, sop_err *err)
         return SOP_OK;
     }
     sop_db *db = t->db;
-    rc = lock_and_validate(t, err);
+    /* The claim sets the marker first: if we die after the record is
+     * durable, whoever takes the lock next finds it and redoes the record. */
+    rc = lock_validate_claim(t, err);
     if (rc != SOP_OK)
         return fail_phase1(t, rc, err);
-    /* The marker goes first: if we die after the record is durable, whoever
-     * takes the lock next finds it and redoes the record. */
-    rc = sop__db_claim_seq(db, &t->seq, err);
-    if (rc != SOP_OK) {
-        sop__db_unlock(db);
-        return fail_phase1(t, rc, err);
-    }
     rc = sop__log_append(db->log, SOP__LOG_COMMIT, t->id, t->seq, t->redo, t->redo_len, err);
     if (rc == SOP_OK) {
         SOP__CRASH_POINT(P1_RECORD_WRITTEN);
@@ -1290,6 +1309,7 @@ sop_rc sop_txn_phase2(sop_txn *t, sop_err *err)
     sop_db *db = t->db;
     sop_rc rc = SOP_OK;
     if (t->redo) {
+        sop__db_lock_keepalive(db);
         rc = sop__redo_apply(db, t->redo, t->redo_len, false, err);
         if (rc == SOP_OK) {
             SOP__CRASH_POINT(P2_DONE);
@@ -1297,7 +1317,7 @@ sop_rc sop_txn_phase2(sop_txn *t, sop_err *err)
         } else {
             /* Failed: the marker stays, handed off: the next holder of the
              * lock (or recovery) finishes the commit from our log. */
-            sop__db_hand_off(db, t->seq, NULL);
+            sop__db_hand_off(db, t->seq);
         }
         if (rc == SOP_OK)
             rc = sop__db_maybe_checkpoint(db, err);
@@ -1326,20 +1346,17 @@ sop_rc sop_txn_prepare(sop_txn *t, const char *owner, uint8_t txid_out[SOP_ID_LE
     sop_rc rc = check_deadline(t, err);
     if (rc != SOP_OK)
         return fail_phase1(t, rc, err);
-    rc = lock_and_validate(t, err);
-    if (rc != SOP_OK)
-        return fail_phase1(t, rc, err);
     /* The claim fences the prepare like a commit: nobody commits over the
      * nodes it validated before its file (and claims) exist. */
-    rc = sop__db_claim_seq(t->db, &t->seq, err);
-    if (rc == SOP_OK) {
-        rc = sop__db_prepared_write(t->db, t->id, owner, t->redo, t->redo_len, err);
-        /* Once the file is durable the transaction is prepared, whatever
-         * happens to the marker: one that cannot be cleared is handed off
-         * (it has no record, so whoever finds it clears it). */
-        if (sop__db_clear_pending(t->db, t->seq, NULL) != SOP_OK)
-            sop__db_hand_off(t->db, t->seq, NULL);
-    }
+    rc = lock_validate_claim(t, err);
+    if (rc != SOP_OK)
+        return fail_phase1(t, rc, err);
+    rc = sop__db_prepared_write(t->db, t->id, owner, t->redo, t->redo_len, err);
+    /* Once the file is durable the transaction is prepared, whatever
+     * happens to the marker: one that cannot be cleared is handed off (it
+     * has no record, so whoever finds it clears it). */
+    if (sop__db_clear_pending(t->db, t->seq, NULL) != SOP_OK)
+        sop__db_hand_off(t->db, t->seq);
     sop__db_unlock(t->db);
     if (rc != SOP_OK)
         return fail_phase1(t, rc, err);

@@ -96,11 +96,12 @@ void sop__db_forget_store(sop_db *db, const char *name);
 /* The commit lock, through the coordination backend, with the database's
  * lock timeout (and deadline_ms if earlier); and its release. Taking it
  * records the fence: the commit sequence number at that moment. */
-sop_rc sop__db_lock(sop_db *db, bool exclusive, int64_t deadline_ms, sop_err *err);
+sop_rc sop__db_lock(sop_db *db, int64_t deadline_ms, sop_err *err);
 void sop__db_unlock(sop_db *db);
-/* Extends the commit lock's TTL if a third of it has passed (redis);
- * SOP_CONFLICT if it was lost. */
-sop_rc sop__db_lock_extend(sop_db *db, sop_err *err);
+/* Redis: extends the commit lock's TTL once a third of it has passed, so
+ * that others do not start work a slow holder will fence off. Best effort:
+ * a lost lock is not an error here - the claim's fence decides. */
+void sop__db_lock_keepalive(sop_db *db);
 /* Under the commit lock, atomically on storage: if no commit claimed a
  * sequence number since the lock was taken (the fence), claim the next one
  * and set the marker that says this process is applying it (so whoever
@@ -109,7 +110,7 @@ sop_rc sop__db_claim_seq(sop_db *db, uint64_t *seq, sop_err *err);
 /* Phase 2 of seq failed: says in the marker that this (live) process
  * leaves the commit to whoever takes the lock next. Until it does, a live
  * committer's marker is waited for, never finished by others. */
-sop_rc sop__db_hand_off(sop_db *db, uint64_t seq, sop_err *err);
+void sop__db_hand_off(sop_db *db, uint64_t seq);
 /* Clears this process's marker for seq (no-op if it is not there). */
 sop_rc sop__db_clear_pending(sop_db *db, uint64_t seq, sop_err *err);
 /* The commit sequence number and whether a commit is being (or was left
@@ -251,8 +252,7 @@ struct sop_txn {
     uint8_t *redo; /* built by phase 1 */
     size_t redo_len;
     uint64_t seq;
-    uint32_t merges; /* stores replayed on fresh trees at commit */
-    bool no_cache;   /* read every node from its blob (the checker) */
+    bool no_cache; /* read every node from its blob (the checker) */
     struct sop_txn *next_open;
 };
 
@@ -280,6 +280,9 @@ sop_rc sop__txstore_value_get(sop__txstore *ts, const uint8_t *ref, size_t refle
 /* The value a reference names is no longer used once this commits. */
 sop_rc sop__txstore_value_drop(sop__txstore *ts, const uint8_t *ref, size_t reflen, sop_err *err);
 
+/* Whether the store's item actions are being recorded (a write transaction
+ * that has not read ranges or outgrown the log). */
+bool sop__txstore_recording(const sop__txstore *ts);
 /* Records an item action (no-op for memory trees and read transactions;
  * a failure to record only makes the store unmergeable). id and val may be
  * NULL. */

@@ -357,8 +357,8 @@ static void bank_worker(int id, void *arg, int fd)
             sop_rc rc = audit(db, b->accounts, &sum);
             s.audits++;
             if (rc == SOP_OK)
-                CHECK_MSG(sum - 0 == total + 0, "worker %d: a committed audit saw %lld, not %lld",
-                          id, (long long)sum, (long long)total);
+                CHECK_MSG(sum == total, "worker %d: a committed audit saw %lld, not %lld", id,
+                          (long long)sum, (long long)total);
             else if (retryable(rc))
                 s.audit_conflicts++;
             else
@@ -826,4 +826,16 @@ TEST(l1_cache_hits_across_transactions)
     CHECK(st.hits >= st.misses); /* the second round hit every node the first read */
     CHECK(st.misses > 0);
     sop_db_close(db);
+}
+
+TEST(unknown_coordination_kind_is_refused)
+{
+    const char *dir = t_tmpdir();
+    CHECK_OK(sop_db_init(dir, NULL, &err), &err);
+    sop_db_options o;
+    sop_db_options_init(&o);
+    o.coordination = (sop_coordination)7;
+    sop_db *db = NULL;
+    CHECK_RC(sop_db_open(dir, &o, &db, &err), SOP_INVALID, &err);
+    CHECK(db == NULL);
 }
