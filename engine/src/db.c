@@ -1874,10 +1874,11 @@ sop_rc sop_db_open(const char *dir, const sop_db_options *opts, sop_db **out, so
         if (db->opts.redis.timeout_ms == 0)
             db->opts.redis.timeout_ms = d.redis.timeout_ms;
     }
-    if (db->opts.coordination != SOP_COORD_LOCAL && db->opts.coordination != SOP_COORD_REDIS) {
+    sop_coordination kind = db->opts.coordination;
+    if (kind != SOP_COORD_LOCAL && kind != SOP_COORD_REDIS) {
         sop__free(db);
         return sop__err_set(err, SOP_INVALID, 0, "sop_db_open: unknown coordination kind %d",
-                            (int)db->opts.coordination);
+                            (int)kind);
     }
     sop_rc rc = SOP_OK;
     if (snprintf(db->dir, sizeof(db->dir), "%s", dir) >= (int)sizeof(db->dir))
