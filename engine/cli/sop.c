@@ -72,6 +72,7 @@ typedef enum opt_id {
     OPT_DUPLICATES,
     OPT_VALUES,
     OPT_DESCRIPTION,
+    OPT_CACHE,
     OPT_FROM,
     OPT_TO,
     OPT_REVERSE,
@@ -97,6 +98,7 @@ static const struct option_def {
     [OPT_DUPLICATES] = {"duplicates", false},
     [OPT_VALUES] = {"values", true},
     [OPT_DESCRIPTION] = {"description", true},
+    [OPT_CACHE] = {"cache", true},
     [OPT_FROM] = {"from", true},
     [OPT_TO] = {"to", true},
     [OPT_REVERSE] = {"reverse", false},
@@ -157,9 +159,9 @@ static const command commands[] = {
      run_init},
     {"create", "DIR STORE",
      OPT_BIT(OPT_SLOT_LENGTH) | OPT_BIT(OPT_DUPLICATES) | OPT_BIT(OPT_VALUES) |
-         OPT_BIT(OPT_DESCRIPTION),
+         OPT_BIT(OPT_DESCRIPTION) | OPT_BIT(OPT_CACHE),
      "sop create DIR STORE [--slot-length N] [--duplicates] [--values node|separate|active]\n"
-     "                  [--description TEXT]",
+     "                  [--description TEXT] [--cache SPEC]",
      "create a store",
      "Creates an empty store (one B-tree of key/value items) named STORE.\n"
      "Store names are 1..128 letters, digits, '_' and '-' (not first).\n"
@@ -174,9 +176,15 @@ static const command commands[] = {
      "                       value, written at commit; medium values) or 'active'\n"
      "                       (one file per value, written at once; big values)\n"
      "  --description TEXT   a note kept with the store (up to 512 bytes)\n"
+     "  --cache SPEC         what the shared cache in Redis may keep, and how long:\n"
+     "                       PART=DURATION[:sliding],... with PART one of\n"
+     "                       registry, node, value, info and DURATION like 500ms,\n"
+     "                       30s, 5m, 1h (default: nothing cached). Values are\n"
+     "                       cached only with --values separate or active.\n"
      "\n"
-     "Example:\n"
-     "  sop create ./shop orders --slot-length 500 --description \"orders by id\"\n",
+     "Examples:\n"
+     "  sop create ./shop orders --slot-length 500 --description \"orders by id\"\n"
+     "  sop create ./shop items --cache node=5m:sliding,registry=10s,info=10s\n",
      run_create},
     {"stores", "DIR", 0, "sop stores DIR", "list the stores of a database",
      "Prints one line per store, in name order, with these TAB-separated\n"
@@ -813,6 +821,73 @@ static sop_rc create_body(session *s, sop_txn *t, void *arg)
     return SOP_OK;
 }
 
+/* A duration: digits then ms, s, m or h. */
+static bool parse_duration(const char *s, size_t n, int64_t *ms)
+{
+    size_t d = 0;
+    int64_t v = 0;
+    while (d < n && d < 12 && s[d] >= '0' && s[d] <= '9')
+        v = v * 10 + (s[d++] - '0');
+    if (d == 0 || d == 12)
+        return false;
+    const char *u = s + d;
+    size_t un = n - d;
+    int64_t mult = un == 2 && memcmp(u, "ms", 2) == 0 ? 1
+                   : un == 1 && *u == 's'             ? 1000
+                   : un == 1 && *u == 'm'             ? 60000
+                   : un == 1 && *u == 'h'             ? 3600000
+                                                      : 0;
+    if (mult == 0 || v == 0 || v > INT32_MAX / mult)
+        return false;
+    *ms = v * mult;
+    return true;
+}
+
+/* --cache PART=DURATION[:sliding],... into c (docs/cli.md). */
+static int cache_option(const command *cmd, const char *spec, sop_cache_config *c)
+{
+    for (const char *p = spec; *p;) {
+        size_t len = strcspn(p, ",");
+        const char *eq = memchr(p, '=', len);
+        if (eq == NULL)
+            return usage_error(cmd, "--cache: '%.*s' is not PART=DURATION", (int)len, p);
+        size_t pl = (size_t)(eq - p);
+        const char *dur = eq + 1;
+        size_t dl = len - pl - 1;
+        bool sliding = false;
+        if (dl > 8 && memcmp(dur + dl - 8, ":sliding", 8) == 0) {
+            sliding = true;
+            dl -= 8;
+        }
+        int64_t ms;
+        if (!parse_duration(dur, dl, &ms))
+            return usage_error(cmd,
+                               "--cache: '%.*s' is not a duration like 500ms, 30s, 5m or 1h "
+                               "(optionally followed by :sliding)",
+                               (int)(len - pl - 1), dur);
+        if (pl == 8 && memcmp(p, "registry", 8) == 0) {
+            c->registry_ms = ms;
+            c->registry_sliding = sliding;
+        } else if (pl == 4 && memcmp(p, "node", 4) == 0) {
+            c->node_ms = ms;
+            c->node_sliding = sliding;
+        } else if (pl == 5 && memcmp(p, "value", 5) == 0) {
+            c->value_ms = ms;
+            c->value_sliding = sliding;
+        } else if (pl == 4 && memcmp(p, "info", 4) == 0) {
+            c->store_info_ms = ms;
+            c->store_info_sliding = sliding;
+        } else {
+            return usage_error(cmd, "--cache: no part '%.*s' (registry, node, value or info)",
+                               (int)pl, p);
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return ST_OK;
+}
+
 static int run_create(const command *cmd, const args *a)
 {
     store_job j = {.store = a->pos[1]};
@@ -836,6 +911,15 @@ static int run_create(const command *cmd, const args *a)
     else
         return usage_error(cmd, "--values wants node, separate or active, not '%s'", place);
     j.opts.description = a->opt[OPT_DESCRIPTION];
+    if (a->opt[OPT_CACHE]) {
+        st = cache_option(cmd, a->opt[OPT_CACHE], &j.opts.cache);
+        if (st != ST_OK)
+            return st;
+        if (j.opts.cache.value_ms > 0 && j.opts.value_placement == SOP_VALUES_IN_NODE)
+            return usage_error(cmd, "--cache value=...: values live in the nodes here; cache "
+                                    "nodes, or use --values separate or active");
+        j.opts.globally_cached = j.opts.cache.value_ms > 0;
+    }
 
     session s;
     st = session_open(&s, a->pos[0]);

@@ -111,10 +111,12 @@ typedef enum sop_value_placement {
 
 #define SOP_VALUE_SEPARATE_MAX (1u << 30) /* bytes in one value kept in its own blob */
 
-/* How long other processes may cache a store's data (SOP's
- * StoreCacheConfig): durations in milliseconds, a negative one means "do
- * not cache"; sliding: each read extends the time to live. Kept with the
- * store; used by the shared (L2) cache. */
+/* How long the shared (L2) cache - Redis coordination only - may keep a
+ * store's registry handles, node bodies, values (globally_cached stores
+ * only) and store info (SOP's StoreCacheConfig): durations in
+ * milliseconds, zero or negative means "do not cache"; sliding: each read
+ * extends the time to live. Kept with the store. Cached entries are hints:
+ * commits validate against storage (docs/caching.md). */
 typedef struct sop_cache_config {
     int64_t registry_ms, node_ms, value_ms, store_info_ms;
     bool registry_sliding, node_sliding, value_sliding, store_info_sliding;

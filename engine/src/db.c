@@ -639,14 +639,19 @@ static sop_rc redo_open(const uint8_t *payload, size_t len, rd *r, uint32_t *nst
     return r->bad ? redo_bad(err, r->off) : SOP_OK;
 }
 
-static sop_rc apply_store(sop_db *db, const redo_store *s, bool recovering, sop_err *err)
+/* l2: NULL, or where the shared cache entries the commit makes stale are
+ * queued (l2.h invariant 2). */
+static sop_rc apply_store(sop_db *db, const redo_store *s, bool recovering, sop__l2_batch *l2,
+                          sop_err *err)
 {
+    sop__storeinfo info;
+    memset(&info, 0, sizeof(info));
     if (s->flags & REDO_DROP) {
+        if (l2 && sop__repo_read(db->dir, s->name, &info, NULL) == SOP_OK)
+            sop__l2_batch_info(l2, &info);
         sop__db_forget_store(db, s->name);
         return sop__repo_drop(db->dir, s->name, err);
     }
-    sop__storeinfo info;
-    memset(&info, 0, sizeof(info));
     if (s->flags & REDO_CREATE) {
         /* decode the fixed part behind a synthetic state sector */
         size_t n = SOP__STOREINFO_STATE_SIZE + s->fixed_len;
@@ -695,6 +700,8 @@ static sop_rc apply_store(sop_db *db, const redo_store *s, bool recovering, sop_
             const uint8_t *op = s->ops + (size_t)i * (1 + SOP__HANDLE_SIZE);
             ops[i].kind = op[0] == 1 ? SOP__REG_DEL : SOP__REG_PUT;
             sop__handle_decode(op + 1, &ops[i].h);
+            if (l2)
+                sop__l2_batch_handle(l2, &info, ops[i].h.lid);
         }
         sop_rc rc = sop__registry_apply(
             st->reg, ops, s->nops, SOP__REG_IF_NEWER | (recovering ? SOP__REG_REPAIR : 0), err);
@@ -707,6 +714,8 @@ static sop_rc apply_store(sop_db *db, const redo_store *s, bool recovering, sop_
     info.count = s->count;
     info.updated_ms = s->updated_ms;
     SOP__TRY(sop__repo_write_state(db->dir, &info, err));
+    if (l2)
+        sop__l2_batch_info(l2, &info);
     return SOP_OK;
 }
 
@@ -729,9 +738,20 @@ sop_rc sop__redo_apply(sop_db *db, const uint8_t *payload, size_t len, bool reco
     SOP__TRY(redo_open(payload, len, &r, &n, err));
     redo_store s;
     sop_rc rc;
+    sop__l2_batch *l2 = sop__l2_available(&db->l2) ? sop__malloc(sizeof(*l2)) : NULL;
+    if (l2)
+        sop__l2_batch_init(l2, &db->l2);
     /* every store's blobs, registry and state first ... */
     for (left = n; (rc = redo_next(&r, &left, &s, err)) == SOP_OK;)
-        SOP__TRY(apply_store(db, &s, recovering, err));
+        if ((rc = apply_store(db, &s, recovering, l2, err)) != SOP_OK)
+            break;
+    if (l2) {
+        /* after the registry and state writes, before the commit returns:
+         * what other processes cached of the old state goes (even if the
+         * apply stopped half way: whatever it wrote is newer) */
+        sop__l2_batch_flush(l2);
+        sop__free(l2);
+    }
     if (rc != SOP_NOTFOUND)
         return rc;
     SOP__CRASH_POINT(P2_STATE_WRITTEN);
@@ -1843,6 +1863,7 @@ static sop_rc open_coord(sop_db *db, sop_err *err)
     } else {
         SOP__TRY(sop__coord_local_open(db->lockpath, ns, &db->coord, err));
     }
+    db->l2.coord = db->coord;
     return sop__coord_key(db->coord, "commit", NULL, db->commit_key, err);
 }
 

@@ -340,8 +340,18 @@ static sop_rc txr_get(void *repo, const uint8_t id[16], sop__node **out, sop_err
     /* A node this transaction has not read yet may be read at any version
      * (commit validates or merges); if a commit replaced and removed its
      * body between the handle and the body, read the new handle. */
+    sop__l2 *l2 = ts->txn->no_cache ? NULL : &ts->txn->db->l2;
     for (int tries = 0;; tries++) {
-        SOP__TRY(sop__registry_get(st->reg, (const uint8_t(*)[16])id, 1, &h, &found, err));
+        /* the shared cache's handle may be stale: a body it names that is
+         * gone sends us to the registry, an old one fails validation */
+        bool cached = tries == 0 && l2 && sop__l2_handle_get(l2, &ts->info, id, &h);
+        if (!cached) {
+            SOP__TRY(sop__registry_get(st->reg, (const uint8_t(*)[16])id, 1, &h, &found, err));
+            if (found && !h.deleted && l2)
+                sop__l2_handle_put(l2, &ts->info, &h);
+        } else {
+            found = true;
+        }
         if (!found || h.deleted) {
             if (is_root && ts->count_at_open == 0)
                 return sop__err_set(err, SOP_NOTFOUND, 0, "txrepo: empty store");
@@ -352,7 +362,13 @@ static sop_rc txr_get(void *repo, const uint8_t id[16], sop__node **out, sop_err
         n = ts->txn->no_cache ? NULL : sop__l1_get(sop__handle_active(&h), (uint32_t)h.version);
         if (n)
             break;
+        if (l2 && sop__l2_node_get(l2, &ts->info, sop__handle_active(&h), &body, &len)) {
+            rc = SOP_OK;
+            break;
+        }
         rc = sop__blob_get(st->blobs, sop__handle_active(&h), &body, &len, err);
+        if (rc == SOP_OK && l2)
+            sop__l2_node_put(l2, &ts->info, sop__handle_active(&h), body, len);
         if (rc != SOP_NOTFOUND)
             break;
         sop__handle again;
@@ -515,10 +531,26 @@ sop_rc sop__txn_store_open(sop_txn *t, const char *name, sop__txstore **out, sop
         return SOP_OK;
     }
     sop__storeinfo info;
+    sop__l2 *l2 = t->no_cache ? NULL : &t->db->l2;
+    sop__dbstore *st = NULL;
+    for (size_t i = 0; i < t->db->nstores; i++)
+        if (strcmp(t->db->stores[i].name, name) == 0)
+            st = &t->db->stores[i];
+    if (l2 && st && st->info_ms > 0 &&
+        sop__l2_info_get(l2, name, st->info_ms, st->info_sliding, &info)) {
+        SOP__TRY(store_attach(t, &info, false, out, err));
+        (*out)->info_cached = true;
+        return SOP_OK;
+    }
     sop_rc rc = sop__repo_read(t->db->dir, name, &info, err);
     if (rc == SOP_NOTFOUND)
         return sop__err_set(err, SOP_NOTFOUND, 0, "no store named %s", name);
     SOP__TRY(rc);
+    if (l2 && sop__db_store(t->db, name, &st, NULL) == SOP_OK) {
+        st->info_ms = info.storeinfo_cache_ms;
+        st->info_sliding = info.storeinfo_cache_sliding;
+        sop__l2_info_put(l2, &info);
+    }
     return store_attach(t, &info, false, out, err);
 }
 
@@ -696,10 +728,18 @@ sop_rc sop__txstore_value_get(sop__txstore *ts, const uint8_t *ref, size_t refle
     sop__blob_path(st->blobs, id, path);
     uint8_t *data;
     size_t got;
+    sop__l2 *l2 = ts->txn->no_cache ? NULL : &ts->txn->db->l2;
+    if (l2 && sop__l2_value_get(l2, &ts->info, id, &data, &got)) {
+        if (got == want && sop__crc32c(0, data, got) == crc)
+            goto found;
+        sop__free(data); /* not this value: read the blob */
+    }
     sop_rc rc = sop__blob_get(st->blobs, id, &data, &got, err);
     if (rc == SOP_NOTFOUND)
         return vanished(ts, id, "value blob", path, err); /* replaced since read? */
     SOP__TRY(rc);
+    if (l2 && got == want && sop__crc32c(0, data, got) == crc)
+        sop__l2_value_put(l2, &ts->info, id, data, got);
     if (got != want || sop__crc32c(0, data, got) != crc) {
         sop__free(data);
         return sop__err_set(err, SOP_CORRUPT, 0,
@@ -707,6 +747,7 @@ sop_rc sop__txstore_value_get(sop__txstore *ts, const uint8_t *ref, size_t refle
                             "expected %u with another checksum)",
                             ts->info.name, path, got, want);
     }
+found:
     sop__free(ts->vbuf);
     ts->vbuf = data;
     *val = data;
@@ -868,6 +909,7 @@ static sop_rc merge_store(sop__txstore *ts, sop_err *err)
                             ts->info.name);
     SOP__TRY(rc);
     forget_nodes(ts);
+    ts->info_cached = false;
     ts->info.seq = cur.seq;
     ts->info.count = cur.count;
     ts->count_at_open = cur.count;
@@ -920,6 +962,11 @@ static sop_rc validate_store(sop__txstore *ts, sop_err *err)
         return sop__err_set(err, SOP_CONFLICT, 0, "store %s was dropped by another transaction",
                             ts->info.name);
     SOP__TRY(rc);
+    /* a cached info may be older than the nodes read (its count too) */
+    if (ts->info_cached && cur.seq != ts->info.seq)
+        return sop__err_set(err, SOP_CONFLICT, 0,
+                            "store %s changed since its cached information was read; retry",
+                            ts->info.name);
     size_t n = ts->nodes.count;
     if (n == 0) {
         /* nothing read: only an empty store's emptiness can have changed */
@@ -971,6 +1018,27 @@ out:
     return rc;
 }
 
+/* Validation found something this store's part read stale: whatever the
+ * shared cache says of the store's handles and info may be why, so it goes
+ * (the retry reads storage and fills the cache again). */
+static void l2_forget(sop__txstore *ts)
+{
+    sop__l2 *l2 = &ts->txn->db->l2;
+    if (ts->created || !sop__l2_available(l2) ||
+        (ts->info.registry_cache_ms <= 0 && ts->info.storeinfo_cache_ms <= 0))
+        return;
+    sop__l2_batch *b = sop__malloc(sizeof(*b));
+    if (b == NULL)
+        return;
+    sop__l2_batch_init(b, l2);
+    sop__l2_batch_info(b, &ts->info);
+    sop__idmap_slot *slot;
+    for (size_t pos = 0; (pos = sop__idmap_next(&ts->nodes, pos, &slot)) != 0;)
+        sop__l2_batch_handle(b, &ts->info, slot->id);
+    sop__l2_batch_flush(b);
+    sop__free(b);
+}
+
 typedef struct claim_check {
     sop_txn *t;
     sop_err *err;
@@ -992,6 +1060,8 @@ static sop_rc validate(sop_txn *t, sop_err *err)
 {
     for (sop__txstore *ts = t->stores; ts; ts = ts->next) {
         sop_rc rc = validate_store(ts, err);
+        if (rc == SOP_CONFLICT)
+            l2_forget(ts);
         if (rc == SOP_CONFLICT && !ts->unmergeable && !ts->created && !ts->dropped &&
             t->mode == SOP_TXN_WRITE) {
             /* different items of the same nodes: replay ours on theirs */
@@ -1182,8 +1252,12 @@ static sop_rc commit_reader(sop_txn *t, sop_err *err)
             /* our own, or a dead process's: finish it; a live one: wait */
             SOP__TRY(sop__db_finish_pending(db, err));
         } else {
-            for (sop__txstore *ts = t->stores; ts; ts = ts->next)
-                SOP__TRY(validate_store(ts, err));
+            for (sop__txstore *ts = t->stores; ts; ts = ts->next) {
+                sop_rc rc = validate_store(ts, err);
+                if (rc == SOP_CONFLICT)
+                    l2_forget(ts);
+                SOP__TRY(rc);
+            }
             SOP__TRY(sop__db_state(db, &seq2, &pending2, err));
             if (seq2 == seq && !pending2)
                 return SOP_OK;

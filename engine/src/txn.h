@@ -27,6 +27,7 @@
 #include "codec.h"
 #include "coord.h"
 #include "idmap.h"
+#include "l2.h"
 #include "memrepo.h"
 #include "registry.h"
 #include "repo.h"
@@ -39,6 +40,9 @@ typedef struct sop__dbstore {
     char name[SOP__STORE_NAME_MAX + 1];
     sop__registry *reg;
     sop__blobstore *blobs;
+    /* the store info's L2 TTL, as last read from its info (0: unknown) */
+    int64_t info_ms;
+    bool info_sliding;
 } sop__dbstore;
 
 /* Early-written values a rollback could not remove (an I/O error): retried
@@ -61,6 +65,7 @@ struct sop_db {
     int dir_fd;         /* for syncfs */
     bool locked;        /* this handle holds the commit lock */
     sop__coord *coord;  /* locks (and the L2 cache) shared with other processes */
+    sop__l2 l2;         /* the shared cache, over coord (l2.h) */
     bool coord_expires; /* its locks have a TTL (redis): holders can go stale */
     char commit_key[SOP__COORD_KEY_MAX];
     uint8_t lock_token[SOP__COORD_TOKEN_LEN];
@@ -215,6 +220,7 @@ struct sop__txstore {
     sop__storeinfo info; /* as read when opened (or as created) */
     uint64_t count_at_open;
     bool created, dropped;
+    bool info_cached; /* info came from the L2 cache: validated by its seq */
     sop__idmap nodes; /* lid -> sop__txnode */
     /* separately stored values written by this transaction */
     sop__pending_value *pending;

@@ -120,7 +120,7 @@ else
 fi
 for c in init create stores stat put get del scan load check recover drop; do
     run "$c" --help
-    if [ "$st" -eq 0 ] && [[ $out == "usage: sop $c"* ]] && [[ $out == *Example:* ]] &&
+    if [ "$st" -eq 0 ] && [[ $out == "usage: sop $c"* ]] && [[ $out == *Example* ]] &&
         [ ! -s "$T/err" ]; then
         ok "$c --help shows usage and an example"
     else

@@ -93,6 +93,21 @@ expect "check over redis" 0 "" -- check "$D" "${R[@]}"
 expect "stores over redis" 0 "" -- stores "$D" "${R[@]}"
 keys=$(redis-cli -p "$port" -a s3cret --no-auth-warning --scan --pattern 'sop:*:commit' | wc -l)
 [ "$keys" -eq 0 ] && ok "no commit lock left behind" || fail "no commit lock left behind" "$keys keys"
+expect "create a store kept in the shared cache" 0 "" -- create "$D" c "${R[@]}" \
+    --values separate --cache registry=1m,node=1m:sliding,value=1m,info=1m
+expect "put into it" 0 "" -- put "$D" c k v "${R[@]}"
+expect "get it (fills the cache)" 0 "" -- get "$D" c k "${R[@]}"
+expect "get it again (from the cache)" 0 "" -- get "$D" c k "${R[@]}"
+[ "$out" = v ] && ok "the cached value round-trips" || fail "the cached value round-trips" "got '$out'"
+for kind in H N V S; do
+    n=$(redis-cli -p "$port" -a s3cret --no-auth-warning --scan --pattern "sop:*:$kind*" | wc -l)
+    [ "$n" -ge 1 ] && ok "the cache holds $kind entries" || fail "the cache holds $kind entries" "$n"
+done
+expect "--cache with an unknown part is a usage error" 2 "no part 'nodes'" -- \
+    create "$D" c2 --cache nodes=1m
+expect "--cache with a bad duration is a usage error" 2 "duration" -- create "$D" c2 --cache node=1d
+expect "--cache value= on in-node values is a usage error" 2 "values live in the nodes" -- \
+    create "$D" c2 --cache value=1m
 unset SOP_REDIS_PASSWORD
 expect "a wrong password is a clear error" 4 "redis" -- get "$D" s k1 "${R[@]}" --redis-password nope
 expect "no password against a protected server fails" 4 "redis" -- get "$D" s k1 "${R[@]}"

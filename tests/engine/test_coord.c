@@ -4,6 +4,7 @@
  * pause past their TTL (docs/locking.md).
  */
 #include <errno.h>
+#include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -13,6 +14,7 @@
 #include "cache.h"
 #include "fault.h"
 #include "t.h"
+#include "txn.h"
 
 static sop_err err;
 
@@ -21,9 +23,10 @@ typedef struct cfg {
     uint16_t port;
     uint32_t ttl_ms;
     uint32_t timeout_ms;
+    bool cached; /* stores made with every L2 TTL on */
 } cfg;
 
-static const cfg LOCAL = {SOP_COORD_LOCAL, 0, 0, 0};
+static const cfg LOCAL = {SOP_COORD_LOCAL, 0, 0, 0, false};
 
 static sop_db *open_cfg(const char *dir, const cfg *c)
 {
@@ -71,9 +74,19 @@ static sop_rc put_i64(sop_btree *bt, int i, int64_t v)
     return sop_btree_upsert(bt, k, strlen(k), &v, 8, NULL, &err);
 }
 
+static void make_store_ex(const char *dir, const char *name, int n, uint32_t slot,
+                          sop_value_placement placement, int64_t initial, bool cached);
+
 /* A store of n items valued `initial`. */
 static void make_store(const char *dir, const char *name, int n, uint32_t slot,
                        sop_value_placement placement, int64_t initial)
+{
+    make_store_ex(dir, name, n, slot, placement, initial, false);
+}
+
+/* cached: every part of the store in the shared (L2) cache for a minute. */
+static void make_store_ex(const char *dir, const char *name, int n, uint32_t slot,
+                          sop_value_placement placement, int64_t initial, bool cached)
 {
     sop_db_options o;
     sop_db_options_init(&o);
@@ -86,6 +99,12 @@ static void make_store(const char *dir, const char *name, int n, uint32_t slot,
     so.slot_length = slot;
     so.is_unique = true;
     so.value_placement = placement;
+    if (cached) {
+        so.globally_cached = true;
+        so.cache.registry_ms = so.cache.node_ms = so.cache.value_ms = so.cache.store_info_ms =
+            60000;
+        so.cache.node_sliding = true;
+    }
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     CHECK_OK(sop_store_create(t, name, &so, &bt, &err), &err);
     for (int i = 0; i < n; i++)
@@ -409,7 +428,7 @@ static void run_bank(const cfg *c, int workers, int ntx)
 {
     const char *dir = t_tmpdir();
     bank b = {dir, *c, 100, ntx, t_seed()};
-    make_store(dir, "acct", b.accounts, 64, SOP_VALUES_IN_NODE, BALANCE);
+    make_store_ex(dir, "acct", b.accounts, 64, SOP_VALUES_IN_NODE, BALANCE, c->cached);
     {
         sop_db *db = open_cfg(dir, &LOCAL);
         sop_txn *t;
@@ -436,11 +455,11 @@ static void run_bank(const cfg *c, int workers, int ntx)
         all.audit_conflicts += s[w].audit_conflicts;
     }
     int64_t ms = now_ms() - t0;
-    printf("# bank (%s): %d workers, %llu transfers in %lld ms (%.0f/s), %llu retries "
+    printf("# bank (%s%s): %d workers, %llu transfers in %lld ms (%.0f/s), %llu retries "
            "(%.2f%%), %llu audits (%llu retried)\n",
-           c->kind == SOP_COORD_REDIS ? "redis" : "local", workers, (unsigned long long)all.commits,
-           (long long)ms, (double)all.commits * 1000.0 / (double)(ms ? ms : 1),
-           (unsigned long long)all.conflicts,
+           c->kind == SOP_COORD_REDIS ? "redis" : "local", c->cached ? ", L2 cache" : "", workers,
+           (unsigned long long)all.commits, (long long)ms,
+           (double)all.commits * 1000.0 / (double)(ms ? ms : 1), (unsigned long long)all.conflicts,
            100.0 * (double)all.conflicts / (double)(all.commits + all.conflicts),
            (unsigned long long)all.audits, (unsigned long long)all.audit_conflicts);
     int64_t sum;
@@ -474,8 +493,19 @@ TEST(bank_redis_8_processes)
 {
     t_redis r;
     t_redis_start(&r, NULL);
-    cfg c = {SOP_COORD_REDIS, r.port, 0, 0};
+    cfg c = {SOP_COORD_REDIS, r.port, 0, 0, false};
     run_bank(&c, 8, bank_ntx());
+    t_redis_stop(&r);
+}
+
+/* The same with every part of the store in the shared cache: stale entries
+ * may be read, never committed on. */
+TEST(bank_redis_l2_cache_8_processes)
+{
+    t_redis r;
+    t_redis_start(&r, NULL);
+    cfg c = {SOP_COORD_REDIS, r.port, 0, 0, true};
+    run_bank(&c, 8, bank_ntx() / 2);
     t_redis_stop(&r);
 }
 
@@ -566,7 +596,7 @@ TEST(disjoint_keys_same_node_never_conflict_redis)
 {
     t_redis r;
     t_redis_start(&r, NULL);
-    cfg c = {SOP_COORD_REDIS, r.port, 0, 0};
+    cfg c = {SOP_COORD_REDIS, r.port, 0, 0, false};
     run_disjoint(&c);
     t_redis_stop(&r);
 }
@@ -676,7 +706,7 @@ TEST(killed_lock_holder_redis_others_proceed_after_ttl)
 {
     t_redis r;
     t_redis_start(&r, NULL);
-    cfg c = {SOP_COORD_REDIS, r.port, 1000, 0};
+    cfg c = {SOP_COORD_REDIS, r.port, 1000, 0, false};
     killed_holder(&c, SOP__POINT_P1_VALIDATED, 1000 + 1500);
     killed_holder(&c, SOP__POINT_P1_DURABLE, 1000 + 1500);
     killed_holder(&c, SOP__POINT_P2_REGISTRY_HALF, 1000 + 1500);
@@ -704,7 +734,7 @@ TEST(paused_holder_past_ttl_cannot_overwrite_a_newer_commit)
 {
     t_redis r;
     t_redis_start(&r, NULL);
-    cfg c = {SOP_COORD_REDIS, r.port, 300, 0};
+    cfg c = {SOP_COORD_REDIS, r.port, 300, 0, false};
     const char *dir = t_tmpdir();
     make_store(dir, "s", 10, 16, SOP_VALUES_IN_NODE, 0);
     holder h = {dir, c, SOP__POINT_P1_VALIDATED, SOP__FAULT_STOP, 111};
@@ -733,7 +763,7 @@ TEST(paused_holder_after_its_claim_is_waited_for)
 {
     t_redis r;
     t_redis_start(&r, NULL);
-    cfg c = {SOP_COORD_REDIS, r.port, 300, 800};
+    cfg c = {SOP_COORD_REDIS, r.port, 300, 800, false};
     const char *dir = t_tmpdir();
     make_store(dir, "s", 10, 16, SOP_VALUES_IN_NODE, 0);
     holder h = {dir, c, SOP__POINT_P1_RECORD_WRITTEN, SOP__FAULT_STOP, 111};
@@ -838,4 +868,281 @@ TEST(unknown_coordination_kind_is_refused)
     sop_db *db = NULL;
     CHECK_RC(sop_db_open(dir, &o, &db, &err), SOP_INVALID, &err);
     CHECK(db == NULL);
+}
+
+/* ---- the L2 (shared) cache in Redis ---- */
+
+static long redis_count(const t_redis *r, const char *pattern)
+{
+    redisContext *s = t_redis_connect(r, NULL);
+    redisReply *rep = redisCommand(s, "KEYS %s", pattern);
+    CHECK(rep && rep->type == REDIS_REPLY_ARRAY);
+    long n = (long)rep->elements;
+    freeReplyObject(rep);
+    redisFree(s);
+    return n;
+}
+
+/* Reads items 0..n-1 in one read-only transaction; each must be `want`
+ * (or want + i when step). Returns the commit's result. */
+static sop_rc read_all(sop_db *db, int n, int64_t want, sop_rc *first_read)
+{
+    sop_txn *t;
+    sop_btree *bt;
+    CHECK_OK(sop_txn_begin(db, SOP_TXN_READ, 0, &t, &err), &err);
+    CHECK_OK(sop_store_open(t, "s", &bt, &err), &err);
+    *first_read = SOP_OK;
+    for (int i = 0; i < n; i++) {
+        sop_rc rc;
+        int64_t v = get_i64(bt, i, &rc);
+        CHECK_OK(rc, &err);
+        if (v != want && *first_read == SOP_OK)
+            *first_read = SOP_CONFLICT; /* a stale read: the commit must fail */
+    }
+    sop_rc rc = sop_txn_commit(t, &err);
+    sop_txn_free(t);
+    return rc;
+}
+
+static void set_all(sop_db *db, int n, int64_t v)
+{
+    sop_txn *t;
+    sop_btree *bt;
+    CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
+    CHECK_OK(sop_store_open(t, "s", &bt, &err), &err);
+    for (int i = 0; i < n; i++)
+        CHECK_OK(put_i64(bt, i, v), &err);
+    CHECK_OK(sop_txn_commit(t, &err), &err);
+    sop_txn_free(t);
+}
+
+static void rm_rf(const char *path)
+{
+    char cmd[4300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
+    CHECK(system(cmd) == 0);
+}
+
+/* One process fills the cache; another, with nothing of its own cached,
+ * reads every node and value from Redis - proved by removing the blobs. */
+TEST(l2_cache_serves_other_processes)
+{
+    t_redis r;
+    t_redis_start(&r, NULL);
+    cfg c = {SOP_COORD_REDIS, r.port, 0, 0, true};
+    const char *dir = t_tmpdir();
+    make_store_ex(dir, "s", 300, 16, SOP_VALUES_SEPARATE, 7, true);
+    sop__l1_clear();
+    sop_db *a = open_cfg(dir, &c);
+    sop_rc first;
+    CHECK_OK(read_all(a, 300, 7, &first), &err); /* fills the cache */
+    CHECK_OK(read_all(a, 300, 7, &first), &err); /* the info is cached from the 2nd open */
+    CHECK(a->l2.stats.puts > 0 && a->l2.stats.errors == 0);
+    CHECK(redis_count(&r, "sop:*:H*") > 0);
+    CHECK(redis_count(&r, "sop:*:N*") > 0);
+    CHECK_EQ(redis_count(&r, "sop:*:V*"), 300);
+    CHECK_EQ(redis_count(&r, "sop:*:Ss"), 1);
+    sop_db_close(a);
+
+    char blobs[4200];
+    snprintf(blobs, sizeof(blobs), "%s/stores/s/blob", dir);
+    rm_rf(blobs);
+    sop__l1_clear();
+    sop_db *b = open_cfg(dir, &c);
+    CHECK_OK(read_all(b, 300, 7, &first), &err);
+    CHECK_OK(first, &err);
+    printf("# l2: %llu hits, %llu misses, %llu puts\n", (unsigned long long)b->l2.stats.hits,
+           (unsigned long long)b->l2.stats.misses, (unsigned long long)b->l2.stats.puts);
+    CHECK(b->l2.stats.hits > 300);
+    sop_db_close(b);
+    t_redis_stop(&r);
+}
+
+/* A commit removes the handles and info it changed before it returns, so
+ * another process reads the new state at once, without a failed
+ * validation. */
+TEST(l2_commit_removes_what_it_made_stale)
+{
+    t_redis r;
+    t_redis_start(&r, NULL);
+    cfg c = {SOP_COORD_REDIS, r.port, 0, 0, true};
+    const char *dir = t_tmpdir();
+    make_store_ex(dir, "s", 200, 16, SOP_VALUES_IN_NODE, 0, true);
+    sop_db *a = open_cfg(dir, &c);
+    sop_db *b = open_cfg(dir, &c);
+    sop_rc first;
+    for (int round = 1; round <= 20; round++) {
+        for (int twice = 0; twice < 2; twice++) { /* the second from the cache */
+            CHECK_OK(read_all(b, 200, round - 1, &first), &err);
+            CHECK_OK(first, &err);
+        }
+        set_all(a, 200, round);
+    }
+    CHECK_OK(read_all(b, 200, 20, &first), &err);
+    CHECK_OK(first, &err);
+    CHECK(b->l2.stats.hits > 0);
+    CHECK(a->l2.stats.removed > 0);
+    sop_db_close(a);
+    sop_db_close(b);
+    check_clean(dir);
+    t_redis_stop(&r);
+}
+
+/* Commits set_all(a, n, v) and then puts back every handle and info entry
+ * of before: as if the commit's removal had been lost. */
+static void commit_behind_the_cache(redisContext *s, sop_db *a, int n, int64_t v)
+{
+    redisReply *keys = redisCommand(s, "KEYS sop:*:[HS]*");
+    CHECK(keys && keys->type == REDIS_REPLY_ARRAY && keys->elements > 1);
+    redisReply **vals = calloc(keys->elements, sizeof(*vals));
+    CHECK(vals != NULL);
+    for (size_t i = 0; i < keys->elements; i++)
+        vals[i] = redisCommand(s, "GET %s", keys->element[i]->str);
+    set_all(a, n, v);
+    for (size_t i = 0; i < keys->elements; i++) {
+        CHECK(vals[i]->type == REDIS_REPLY_STRING);
+        freeReplyObject(redisCommand(s, "SET %s %b", keys->element[i]->str, vals[i]->str,
+                                     vals[i]->len));
+        freeReplyObject(vals[i]);
+    }
+    free(vals);
+    freeReplyObject(keys);
+}
+
+/* Stale entries (a commit's removal lost): a reader may read the old state
+ * but cannot commit on it; its failed validation drops the entries and the
+ * retry reads the new state. A writer merges on the fresh tree. */
+TEST(l2_stale_entries_fail_validation_and_are_dropped)
+{
+    t_redis r;
+    t_redis_start(&r, NULL);
+    cfg c = {SOP_COORD_REDIS, r.port, 0, 0, true};
+    const char *dir = t_tmpdir();
+    make_store_ex(dir, "s", 100, 16, SOP_VALUES_IN_NODE, 1, true);
+    sop_db *a = open_cfg(dir, &c);
+    sop_db *b = open_cfg(dir, &c);
+    sop_rc first;
+    CHECK_OK(read_all(b, 100, 1, &first), &err);
+    CHECK_OK(read_all(b, 100, 1, &first), &err); /* info cached too */
+    redisContext *s = t_redis_connect(&r, NULL);
+    commit_behind_the_cache(s, a, 100, 2);
+    CHECK_RC(read_all(b, 100, 2, &first), SOP_CONFLICT, &err);
+    CHECK_RC(first, SOP_CONFLICT, &err); /* it did read the stale state */
+    CHECK_OK(read_all(b, 100, 2, &first), &err);
+    CHECK_OK(first, &err);
+
+    /* again, with a writer in b: its commit merges on the fresh tree */
+    commit_behind_the_cache(s, a, 100, 3);
+    sop_txn *t;
+    sop_btree *bt;
+    CHECK_OK(sop_txn_begin(b, SOP_TXN_WRITE, 0, &t, &err), &err);
+    CHECK_OK(sop_store_open(t, "s", &bt, &err), &err);
+    CHECK_OK(put_i64(bt, 1000, 42), &err); /* a blind insert, into a stale tree */
+    CHECK_OK(sop_txn_commit(t, &err), &err);
+    sop_txn_free(t);
+    /* the entries the writer did not use are still stale: one more retry */
+    sop_rc rc = read_all(b, 100, 3, &first);
+    if (rc == SOP_CONFLICT)
+        rc = read_all(b, 100, 3, &first);
+    CHECK_OK(rc, &err);
+    CHECK_OK(first, &err);
+    redisFree(s);
+    sop_db_close(a);
+    sop_db_close(b);
+    check_clean(dir);
+    t_redis_stop(&r);
+}
+
+/* Corrupt or foreign entries are misses, never data. */
+TEST(l2_damaged_entries_are_misses)
+{
+    t_redis r;
+    t_redis_start(&r, NULL);
+    cfg c = {SOP_COORD_REDIS, r.port, 0, 0, true};
+    const char *dir = t_tmpdir();
+    make_store_ex(dir, "s", 100, 16, SOP_VALUES_SEPARATE, 4, true);
+    sop_db *a = open_cfg(dir, &c);
+    sop_rc first;
+    CHECK_OK(read_all(a, 100, 4, &first), &err);
+    CHECK_OK(read_all(a, 100, 4, &first), &err);
+    redisContext *s = t_redis_connect(&r, NULL);
+    redisReply *keys = redisCommand(s, "KEYS sop:*");
+    CHECK(keys && keys->type == REDIS_REPLY_ARRAY);
+    size_t n = 0;
+    for (size_t i = 0; i < keys->elements; i++) {
+        const char *k = keys->element[i]->str;
+        const char *kind = strrchr(k, ':') + 1;
+        if (strchr("HNVS", kind[0]) == NULL)
+            continue; /* the lock and the epoch */
+        /* flip a byte of the payload, or cut it short, or replace it */
+        redisReply *v = redisCommand(s, "GET %s", k);
+        CHECK(v->type == REDIS_REPLY_STRING && v->len > 4);
+        if (i % 3 == 0)
+            v->str[v->len - 1] ^= 0x40;
+        else if (i % 3 == 1)
+            v->len = 3;
+        else
+            v->str[0] ^= 1;
+        freeReplyObject(redisCommand(s, "SET %s %b", k, v->str, v->len));
+        freeReplyObject(v);
+        n++;
+    }
+    CHECK(n > 100);
+    freeReplyObject(keys);
+    redisFree(s);
+    sop_db_close(a);
+    sop__l1_clear();
+    sop_db *b = open_cfg(dir, &c);
+    CHECK_OK(read_all(b, 100, 4, &first), &err);
+    CHECK_OK(first, &err);
+    CHECK_EQ(b->l2.stats.hits, 0);
+    sop_db_close(b);
+    check_clean(dir);
+    t_redis_stop(&r);
+}
+
+/* Redis gone: reads fall back to storage (without a timeout per read),
+ * commits fail with a clear error, and all is well once it is back. */
+TEST(l2_unreachable_redis_reads_from_storage)
+{
+    t_redis r;
+    t_redis_start(&r, NULL);
+    const char *dir = t_tmpdir();
+    make_store_ex(dir, "s", 300, 16, SOP_VALUES_SEPARATE, 9, true);
+    sop_db_options o;
+    sop_db_options_init(&o);
+    o.coordination = SOP_COORD_REDIS;
+    o.redis.port = r.port;
+    o.redis.timeout_ms = 200;
+    sop_db *a;
+    CHECK_OK(sop_db_open(dir, &o, &a, &err), &err);
+    sop_rc first;
+    CHECK_OK(read_all(a, 300, 9, &first), &err);
+    t_redis_stop(&r);
+    sop__l1_clear();
+    int64_t t0 = now_ms();
+    CHECK_OK(read_all(a, 300, 9, &first), &err);
+    CHECK_OK(first, &err);
+    int64_t ms = now_ms() - t0;
+    printf("# 300 reads with Redis down: %lld ms, %llu cache errors\n", (long long)ms,
+           (unsigned long long)a->l2.stats.errors);
+    CHECK(a->l2.stats.errors >= 1);
+    CHECK_MSG(ms < 5000, "reads waited on a dead cache: %lld ms", (long long)ms);
+    sop_txn *t;
+    sop_btree *bt;
+    CHECK_OK(sop_txn_begin(a, SOP_TXN_WRITE, 0, &t, &err), &err);
+    CHECK_OK(sop_store_open(t, "s", &bt, &err), &err);
+    CHECK_OK(put_i64(bt, 1, 10), &err);
+    CHECK_RC(sop_txn_commit(t, &err), SOP_UNREACHABLE, &err);
+    sop_txn_free(t);
+    t_redis_restart(&r);
+    struct timespec pause = {1, 100000000L}; /* past the cache's back-off */
+    nanosleep(&pause, NULL);
+    set_all(a, 300, 11);
+    CHECK_OK(read_all(a, 300, 11, &first), &err);
+    CHECK_OK(first, &err);
+    CHECK(redis_count(&r, "sop:*:V*") > 0);
+    sop_db_close(a);
+    check_clean(dir);
+    t_redis_stop(&r);
 }
