@@ -1,12 +1,25 @@
 # pg_sop / libsop top-level build.
 #
-#   make                 build/lib/libsop.a, build/lib/libsop.so
-#   make demo            install missing packages, build, run the demo
-#   make test            install missing packages, build, run every test
-#   make SANITIZE=address,undefined test     the same under ASan/UBSan (build/san)
+#   make                 build/lib/libsop.a, build/lib/libsop.so, build/bin/sop
+#   make demo            install missing packages, build and install pg_sop, run the
+#                        PostgreSQL demo (tests/pg/demo.sh, on a temporary instance)
+#   make engine-demo     the engine-only demo (an in-memory B-tree, no PostgreSQL)
+#   make test            install missing packages, build, install pg_sop, run every test:
+#                        engine, CLI and the PostgreSQL suites (tests/pg/run_regress.sh)
+#   make SANITIZE=address,undefined test     the engine and CLI tests under ASan/UBSan
+#                        (build/san); the PostgreSQL suites run in plain `make test` only
 #   make tsan            the threaded tests under ThreadSanitizer (build/san-tsan)
 #   make lint            formatting, layering, exported symbols, banned calls, cppcheck
 #   make test-long       the test suite with the long (documented) sizes
+#   make pg              build the extension: PGXS in pg_sop/ against build/lib/libsop.a
+#   make pg-install      make pg, then install it into PostgreSQL 15 (with sudo when not root)
+#   make pg-test         install missing packages, install pg_sop, run only the PostgreSQL
+#                        suites (pg_regress over sql/, pg_isolation_regress over
+#                        tests/pg/isolation/specs; tests/pg/run_regress.sh NAME... for some)
+#
+# The pg targets fail if pg_sop/Makefile is missing. The extension is never
+# built with sanitizers: it links the plain build/lib/libsop.a. PostgreSQL
+# servers never run as root: tests/pg/ runs them as the 'postgres' user then.
 #
 # The test suite links the fault-injection build of the engine
 # (-DSOP_FAULT_INJECTION, build/fault); the library users get has no hooks.
@@ -50,7 +63,15 @@ DEMO := $(BUILD)/bin/sop-demo
 CLI_SRC := $(wildcard engine/cli/*.c)
 CLI := $(if $(CLI_SRC),$(BUILD)/bin/sop)
 
-.PHONY: all deps demo test test-long lint format clean fuzz tsan
+# The PostgreSQL extension (pg_sop/, built with PGXS) and its suites, which
+# run in plain builds only.
+PG_CONFIG ?= /usr/bin/pg_config
+PG_MAKE = $(MAKE) --no-print-directory -C pg_sop USE_PGXS=1 PG_CONFIG=$(PG_CONFIG)
+SUDO = $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null || echo sudo)
+PG_TESTS := $(if $(SANITIZE),,tests/pg/run_regress.sh tests/pg/test_interop.sh)
+PG_INSTALL_STEP = $(if $(SANITIZE),@echo "make: SANITIZE is set: the PostgreSQL suites run in plain make test only",@$(MAKE) --no-print-directory pg-install)
+
+.PHONY: all deps demo engine-demo test test-long lint format clean fuzz tsan pg pg-check pg-install pg-test
 all: $(LIB_A) $(LIB_SO) $(CLI)
 
 $(BUILD)/obj/%.o: engine/src/%.c
@@ -108,13 +129,36 @@ $(DEMO): engine/examples/demo.c $(LIB_A)
 deps:
 	@.ci/deps
 
+# The PostgreSQL demo: a temporary instance, pg_sop, 100,000 rows (tests/pg/demo.sh).
 demo: deps
+	@$(MAKE) --no-print-directory pg-install
+	@tests/pg/demo.sh
+
+# The engine-only demo: an in-memory B-tree (engine/examples/demo.c).
+engine-demo: deps
 	@$(MAKE) --no-print-directory $(DEMO)
 	$(DEMO)
 
 test: deps
 	@$(MAKE) --no-print-directory $(TEST_BIN) $(LIB_A) $(LIB_SO) $(CLI)
-	@SOP_CLI=$(CURDIR)/$(CLI) tests/run $(TEST_BIN) $(wildcard tests/cli/test_*.sh)
+	$(PG_INSTALL_STEP)
+	@SOP_CLI=$(CURDIR)/$(CLI) tests/run $(TEST_BIN) $(wildcard tests/cli/test_*.sh) $(PG_TESTS)
+
+# The extension always links the plain (unsanitized) library, whatever SANITIZE says.
+pg-check:
+	@[ -f pg_sop/Makefile ] || { echo "make: pg_sop/Makefile is missing: the pg_sop extension has not landed, nothing to build" >&2; exit 1; }
+	@command -v $(PG_CONFIG) >/dev/null || { echo "make: $(PG_CONFIG) is missing: install postgresql-server-dev-15 (.ci/deps, or make deps)" >&2; exit 1; }
+
+pg: pg-check
+	@$(MAKE) --no-print-directory SANITIZE= build/lib/libsop.a
+	$(PG_MAKE)
+
+pg-install: pg
+	$(SUDO) $(PG_MAKE) install
+
+pg-test: deps
+	@$(MAKE) --no-print-directory pg-install SANITIZE= build/bin/sop
+	@SOP_CLI=$(CURDIR)/build/bin/sop tests/run $(PG_TESTS)
 
 # The threaded tests under ThreadSanitizer (build/san-tsan).
 TSAN_TESTS := test_threads test_coord_redis
@@ -124,7 +168,8 @@ tsan: deps
 
 test-long: deps
 	@$(MAKE) --no-print-directory $(TEST_BIN) $(CLI)
-	@SOP_TEST_LONG=1 SOP_CLI=$(CURDIR)/$(CLI) tests/run $(TEST_BIN) $(wildcard tests/cli/test_*.sh)
+	$(PG_INSTALL_STEP)
+	@SOP_TEST_LONG=1 SOP_CLI=$(CURDIR)/$(CLI) tests/run $(TEST_BIN) $(wildcard tests/cli/test_*.sh) $(PG_TESTS)
 
 lint: $(LIB_SO)
 	@.ci/lint $(LIB_SO)
@@ -134,5 +179,6 @@ format:
 
 clean:
 	rm -rf build
+	[ ! -f pg_sop/Makefile ] || ! command -v $(PG_CONFIG) >/dev/null || $(PG_MAKE) clean
 
 -include $(OBJ:.o=.d) $(FOBJ:.o=.d) $(TEST_BIN:=.d) $(BUILD)/tests/t.d

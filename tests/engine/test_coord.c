@@ -1001,8 +1001,8 @@ static void commit_behind_the_cache(redisContext *s, sop_db *a, int n, int64_t v
     set_all(a, n, v);
     for (size_t i = 0; i < keys->elements; i++) {
         CHECK(vals[i]->type == REDIS_REPLY_STRING);
-        freeReplyObject(redisCommand(s, "SET %s %b", keys->element[i]->str, vals[i]->str,
-                                     vals[i]->len));
+        freeReplyObject(
+            redisCommand(s, "SET %s %b", keys->element[i]->str, vals[i]->str, vals[i]->len));
         freeReplyObject(vals[i]);
     }
     free(vals);

@@ -1,0 +1,602 @@
+/*
+ * pg_sop.c - option validation, per-backend database handles, the engine
+ * transaction of each PostgreSQL transaction, and engine errors as
+ * SQLSTATEs (pg_sop.h, docs/pg_sop.md).
+ */
+#include "pg_sop.h"
+
+#include <sys/stat.h>
+
+#include "access/reloptions.h"
+#include "access/xact.h"
+#include "catalog/pg_foreign_server.h"
+#include "catalog/pg_foreign_table.h"
+#include "catalog/pg_user_mapping.h"
+#include "commands/defrem.h"
+#include "fmgr.h"
+#include "foreign/foreign.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "storage/ipc.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+PG_MODULE_MAGIC;
+
+void _PG_init(void);
+
+static HTAB *conns;         /* serverid -> PgSopConn */
+static List *subxact_marks; /* writes at each open subtransaction level */
+
+/* ---- errors ------------------------------------------------------------- */
+
+int pgsop_sqlstate(sop_rc rc)
+{
+    switch (rc) {
+    case SOP_CONFLICT:
+        return ERRCODE_T_R_SERIALIZATION_FAILURE;
+    case SOP_LOCKED:
+    case SOP_TIMEOUT:
+    case SOP_BUSY:
+        return ERRCODE_LOCK_NOT_AVAILABLE;
+    case SOP_EXISTS:
+        return ERRCODE_UNIQUE_VIOLATION;
+    case SOP_NOTFOUND:
+        return ERRCODE_UNDEFINED_TABLE;
+    case SOP_INVALID:
+        return ERRCODE_INVALID_PARAMETER_VALUE;
+    case SOP_CORRUPT:
+        return ERRCODE_DATA_CORRUPTED;
+    case SOP_IO:
+        return ERRCODE_IO_ERROR;
+    case SOP_NOMEM:
+        return ERRCODE_OUT_OF_MEMORY;
+    case SOP_UNREACHABLE:
+        return ERRCODE_CONNECTION_FAILURE;
+    case SOP_LIMIT:
+        return ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+    case SOP_UNSUPPORTED:
+        return ERRCODE_FEATURE_NOT_SUPPORTED;
+    case SOP_POISONED:
+        return ERRCODE_IN_FAILED_SQL_TRANSACTION;
+    default:
+        return ERRCODE_INTERNAL_ERROR;
+    }
+}
+
+void pgsop_error(sop_rc rc, const sop_err *err, const char *what, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, what);
+    vsnprintf(msg, sizeof(msg), what, ap);
+    va_end(ap);
+    ereport(ERROR, (errcode(pgsop_sqlstate(rc)), errmsg("%s: %s", msg, sop_rc_message(rc)),
+                    err && err->msg[0] ? errdetail("%s", err->msg) : 0,
+                    rc == SOP_CONFLICT ? errhint("Retry the transaction.") : 0));
+}
+
+/* ---- options ------------------------------------------------------------ */
+
+typedef struct OptDef {
+    const char *name;
+    Oid context;
+    bool superuser;
+} OptDef;
+
+static const OptDef opt_defs[] = {
+    {"path", ForeignServerRelationId, true},
+    {"passive_path", ForeignServerRelationId, true},
+    {"coordination", ForeignServerRelationId, false},
+    {"redis_host", ForeignServerRelationId, false},
+    {"redis_port", ForeignServerRelationId, false},
+    {"ec_data_shards", ForeignServerRelationId, false},
+    {"ec_parity_shards", ForeignServerRelationId, false},
+    {"ec_paths", ForeignServerRelationId, true},
+    {"ec_repair", ForeignServerRelationId, false},
+    {"registry_hash_mod", ForeignServerRelationId, false},
+    {"redis_password", UserMappingRelationId, false},
+    {"redis_user", UserMappingRelationId, false},
+    {"store", ForeignTableRelationId, false},
+    {"create_if_missing", ForeignTableRelationId, false},
+    {"slot_length", ForeignTableRelationId, false},
+    {"unique", ForeignTableRelationId, false},
+    {"value_placement", ForeignTableRelationId, false},
+    {"key", AttributeRelationId, false},
+};
+
+static int int_opt(DefElem *d, int lo, int hi)
+{
+    char *s = defGetString(d);
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("option \"%s\" must be a whole number %d..%d, not \"%s\"",
+                               d->defname, lo, hi, s)));
+    return (int)v;
+}
+
+static bool bool_opt(DefElem *d)
+{
+    bool v;
+    if (!parse_bool(defGetString(d), &v))
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("option \"%s\" must be true or false, not \"%s\"", d->defname,
+                               defGetString(d))));
+    return v;
+}
+
+static sop_value_placement placement_opt(DefElem *d)
+{
+    char *s = defGetString(d);
+    if (strcmp(s, "node") == 0)
+        return SOP_VALUES_IN_NODE;
+    if (strcmp(s, "separate") == 0)
+        return SOP_VALUES_SEPARATE;
+    if (strcmp(s, "active") == 0)
+        return SOP_VALUES_ACTIVE;
+    if (strcmp(s, "streaming") == 0)
+        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                        errmsg("value_placement 'streaming' is not available yet"),
+                        errhint("Use 'separate' or 'active' for big values.")));
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                    errmsg("option \"value_placement\" must be node, separate or active, not "
+                           "\"%s\"",
+                           s)));
+}
+
+/* Checks every option's value (the validator, and again at use). */
+static void check_option(DefElem *d)
+{
+    const char *n = d->defname;
+    if (strcmp(n, "path") == 0 || strcmp(n, "passive_path") == 0) {
+        char *p = defGetString(d);
+        if (p[0] != '/')
+            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                            errmsg("option \"%s\" must be an absolute path, not \"%s\"", n, p)));
+    } else if (strcmp(n, "coordination") == 0) {
+        char *s = defGetString(d);
+        if (strcmp(s, "local") != 0 && strcmp(s, "redis") != 0)
+            ereport(ERROR,
+                    (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                     errmsg("option \"coordination\" must be local or redis, not \"%s\"", s)));
+    } else if (strcmp(n, "redis_port") == 0) {
+        int_opt(d, 1, 65535);
+    } else if (strcmp(n, "ec_data_shards") == 0 || strcmp(n, "ec_parity_shards") == 0) {
+        int_opt(d, 1, 32);
+    } else if (strcmp(n, "registry_hash_mod") == 0) {
+        int_opt(d, 250, 750000);
+    } else if (strcmp(n, "slot_length") == 0) {
+        int v = int_opt(d, SOP_SLOT_LENGTH_MIN, SOP_SLOT_LENGTH_MAX);
+        if (v % 2 != 0)
+            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                            errmsg("option \"slot_length\" must be even, not %d", v)));
+    } else if (strcmp(n, "create_if_missing") == 0 || strcmp(n, "unique") == 0 ||
+               strcmp(n, "key") == 0 || strcmp(n, "ec_repair") == 0) {
+        bool_opt(d);
+    } else if (strcmp(n, "value_placement") == 0) {
+        placement_opt(d);
+    } else if (strcmp(n, "store") == 0) {
+        char *s = defGetString(d);
+        size_t len = strlen(s);
+        bool ok = len >= 1 && len <= 128 && s[0] != '-';
+        for (size_t i = 0; ok && i < len; i++)
+            ok = (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+                 (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-';
+        if (!ok)
+            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                            errmsg("option \"store\": \"%s\" is not a store name", s),
+                            errdetail("Store names are 1..128 letters, digits, '_' and '-' (not "
+                                      "first).")));
+    }
+}
+
+PG_FUNCTION_INFO_V1(pg_sop_validator);
+
+Datum pg_sop_validator(PG_FUNCTION_ARGS)
+{
+    List *options = untransformRelOptions(PG_GETARG_DATUM(0));
+    Oid catalog = PG_GETARG_OID(1);
+    ListCell *lc;
+    bool has_path = false, redis = false, has_redis_host = false;
+    int ec = 0;
+    foreach (lc, options) {
+        DefElem *d = lfirst(lc);
+        const OptDef *def = NULL;
+        for (size_t i = 0; i < lengthof(opt_defs); i++)
+            if (strcmp(opt_defs[i].name, d->defname) == 0 && opt_defs[i].context == catalog)
+                def = &opt_defs[i];
+        if (def == NULL) {
+            StringInfoData valid;
+            initStringInfo(&valid);
+            for (size_t i = 0; i < lengthof(opt_defs); i++)
+                if (opt_defs[i].context == catalog)
+                    appendStringInfo(&valid, "%s%s", valid.len ? ", " : "", opt_defs[i].name);
+            ereport(ERROR, (errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+                            errmsg("invalid option \"%s\"", d->defname),
+                            valid.len ? errhint("Valid options in this context are: %s", valid.data)
+                                      : errhint("There are no valid options in this context.")));
+        }
+        if (def->superuser && !superuser())
+            ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+                            errmsg("only a superuser can set option \"%s\"", d->defname)));
+        check_option(d);
+        if (strcmp(d->defname, "path") == 0)
+            has_path = true;
+        if (strcmp(d->defname, "coordination") == 0)
+            redis = strcmp(defGetString(d), "redis") == 0;
+        if (strcmp(d->defname, "redis_host") == 0 || strcmp(d->defname, "redis_port") == 0)
+            has_redis_host = true;
+        if (strncmp(d->defname, "ec_", 3) == 0)
+            ec++;
+    }
+    if (catalog == ForeignServerRelationId) {
+        if (!has_path)
+            ereport(ERROR, (errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
+                            errmsg("a pg_sop server needs the option \"path\" (the SOP "
+                                   "database folder)")));
+        if (has_redis_host && !redis)
+            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                            errmsg("redis_host and redis_port need coordination 'redis'")));
+    }
+    (void)ec;
+    PG_RETURN_VOID();
+}
+
+void pgsop_table_options(Oid relid, PgSopTableOpts *o)
+{
+    ForeignTable *ft = GetForeignTable(relid);
+    memset(o, 0, sizeof(*o));
+    o->store = NULL;
+    o->slot_length = 500;
+    o->unique = true;
+    o->placement = SOP_VALUES_IN_NODE;
+    ListCell *lc;
+    foreach (lc, ft->options) {
+        DefElem *d = lfirst(lc);
+        check_option(d);
+        if (strcmp(d->defname, "store") == 0)
+            o->store = defGetString(d);
+        else if (strcmp(d->defname, "create_if_missing") == 0)
+            o->create_if_missing = bool_opt(d);
+        else if (strcmp(d->defname, "slot_length") == 0)
+            o->slot_length = int_opt(d, SOP_SLOT_LENGTH_MIN, SOP_SLOT_LENGTH_MAX);
+        else if (strcmp(d->defname, "unique") == 0)
+            o->unique = bool_opt(d);
+        else if (strcmp(d->defname, "value_placement") == 0)
+            o->placement = placement_opt(d);
+    }
+    if (o->store == NULL) {
+        /* the table's name, if it is a valid store name */
+        DefElem *d = makeDefElem("store", (Node *)makeString(get_rel_name(relid)), -1);
+        check_option(d);
+        o->store = defGetString(d);
+    }
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void close_all(int code, Datum arg)
+{
+    if (conns == NULL)
+        return;
+    HASH_SEQ_STATUS st;
+    PgSopConn *c;
+    hash_seq_init(&st, conns);
+    while ((c = hash_seq_search(&st)) != NULL) {
+        if (c->txn) {
+            sop_txn_free(c->txn);
+            c->txn = NULL;
+        }
+        if (c->db)
+            sop_db_close(c->db);
+        c->db = NULL;
+    }
+}
+
+static void open_db(PgSopConn *c)
+{
+    ForeignServer *srv = GetForeignServer(c->serverid);
+    UserMapping *um = NULL;
+    sop_db_options o;
+    sop_db_options_init(&o);
+    const char *path = NULL;
+    ListCell *lc;
+    static char host[256], user[256], password[256];
+    bool ec = false, passive = false;
+    foreach (lc, srv->options) {
+        DefElem *d = lfirst(lc);
+        check_option(d);
+        if (strcmp(d->defname, "path") == 0)
+            path = defGetString(d);
+        else if (strcmp(d->defname, "coordination") == 0)
+            o.coordination =
+                strcmp(defGetString(d), "redis") == 0 ? SOP_COORD_REDIS : SOP_COORD_LOCAL;
+        else if (strcmp(d->defname, "redis_host") == 0) {
+            strlcpy(host, defGetString(d), sizeof(host));
+            o.redis.host = host;
+        } else if (strcmp(d->defname, "redis_port") == 0)
+            o.redis.port = (uint16_t)int_opt(d, 1, 65535);
+        else if (strcmp(d->defname, "registry_hash_mod") == 0)
+            o.registry_hash_mod = (uint32_t)int_opt(d, 250, 750000);
+        else if (strncmp(d->defname, "ec_", 3) == 0)
+            ec = true;
+        else if (strcmp(d->defname, "passive_path") == 0)
+            passive = true;
+    }
+    if (ec || passive)
+        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                        errmsg("server \"%s\": %s is not available in this version of pg_sop",
+                               srv->servername,
+                               ec ? "erasure coding (ec_*)" : "replication (passive_path)")));
+    if (path == NULL)
+        ereport(ERROR, (errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
+                        errmsg("server \"%s\" has no option \"path\"", srv->servername)));
+    PG_TRY();
+    {
+        um = GetUserMapping(GetUserId(), c->serverid);
+    }
+    PG_CATCH();
+    {
+        FlushErrorState();
+        um = NULL;
+    }
+    PG_END_TRY();
+    if (um) {
+        foreach (lc, um->options) {
+            DefElem *d = lfirst(lc);
+            if (strcmp(d->defname, "redis_password") == 0) {
+                strlcpy(password, defGetString(d), sizeof(password));
+                o.redis.password = password;
+            } else if (strcmp(d->defname, "redis_user") == 0) {
+                strlcpy(user, defGetString(d), sizeof(user));
+                o.redis.user = user;
+            }
+        }
+    }
+    strlcpy(c->path, path, sizeof(c->path));
+    sop_err err;
+    sop_err_clear(&err);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        /* a new database folder (its parent must exist) */
+        sop_rc rc = sop_db_init(path, &o, &err);
+        if (rc != SOP_OK)
+            pgsop_error(rc, &err, "could not create the SOP database \"%s\"", path);
+    }
+    sop_rc rc = sop_db_open(path, &o, &c->db, &err);
+    if (rc != SOP_OK) {
+        c->db = NULL;
+        pgsop_error(rc, &err, "could not open the SOP database \"%s\" of server \"%s\"", path,
+                    srv->servername);
+    }
+}
+
+PgSopConn *pgsop_conn(Oid serverid)
+{
+    if (conns == NULL) {
+        HASHCTL ctl;
+        memset(&ctl, 0, sizeof(ctl));
+        ctl.keysize = sizeof(Oid);
+        ctl.entrysize = sizeof(PgSopConn);
+        conns = hash_create("pg_sop connections", 8, &ctl, HASH_ELEM | HASH_BLOBS);
+        on_proc_exit(close_all, 0);
+    }
+    bool found;
+    PgSopConn *c = hash_search(conns, &serverid, HASH_ENTER, &found);
+    if (!found) {
+        memset((char *)c + sizeof(Oid), 0, sizeof(*c) - sizeof(Oid));
+    }
+    if (c->db == NULL)
+        open_db(c);
+    if (c->poisoned)
+        ereport(ERROR, (errcode(ERRCODE_IN_FAILED_SQL_TRANSACTION),
+                        errmsg("a savepoint rollback undid changes to pg_sop tables: the "
+                               "transaction can only be rolled back")));
+    if (c->txn == NULL) {
+        sop_err err;
+        sop_err_clear(&err);
+        sop_rc rc = sop_txn_begin(c->db, SOP_TXN_WRITE, 3600000, &c->txn, &err);
+        if (rc != SOP_OK) {
+            c->txn = NULL;
+            pgsop_error(rc, &err, "could not begin a SOP transaction");
+        }
+        c->writes = 0;
+    }
+    return c;
+}
+
+void pgsop_note_write(PgSopConn *c)
+{
+    if (c->writes == 0 && conns) {
+        /* one SOP database written per transaction: their commits are not
+         * atomic together (two-phase across databases is not done) */
+        HASH_SEQ_STATUS st;
+        PgSopConn *o;
+        hash_seq_init(&st, conns);
+        while ((o = hash_seq_search(&st)) != NULL) {
+            if (o != c && o->txn && o->writes > 0) {
+                hash_seq_term(&st);
+                ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                                errmsg("a transaction can change tables of one pg_sop server "
+                                       "only"),
+                                errdetail("It already changed tables of the server whose "
+                                          "database is \"%s\".",
+                                          o->path)));
+            }
+        }
+    }
+    c->writes++;
+}
+
+sop_cursor *pgsop_cursor_open(PgSopConn *c, sop_btree *bt)
+{
+    sop_cursor *cur;
+    sop_err err;
+    sop_err_clear(&err);
+    sop_rc rc = sop_cursor_open(bt, &cur, &err);
+    if (rc != SOP_OK)
+        pgsop_error(rc, &err, "could not open a cursor");
+    MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+    c->cursors = lappend(c->cursors, cur);
+    MemoryContextSwitchTo(old);
+    return cur;
+}
+
+void pgsop_cursor_close(PgSopConn *c, sop_cursor *cur)
+{
+    if (cur == NULL)
+        return;
+    c->cursors = list_delete_ptr(c->cursors, cur);
+    sop_cursor_close(cur);
+}
+
+/* ---- transactions ------------------------------------------------------- */
+
+static void end_txn(PgSopConn *c, bool commit)
+{
+    ListCell *lc;
+    foreach (lc, c->cursors)
+        sop_cursor_close(lfirst(lc));
+    list_free(c->cursors);
+    c->cursors = NIL;
+    if (c->txn == NULL)
+        return;
+    sop_err err;
+    sop_err_clear(&err);
+    if (commit) {
+        sop_rc rc = sop_txn_phase2(c->txn, &err);
+        if (rc != SOP_OK)
+            ereport(WARNING, (errmsg("pg_sop: the SOP commit is durable but not yet applied: %s",
+                                     sop_rc_message(rc)),
+                              errdetail("%s", err.msg),
+                              errhint("Recovery finishes it when the database is next opened.")));
+    } else {
+        sop_txn_rollback(c->txn, &err);
+    }
+    sop_txn_free(c->txn);
+    c->txn = NULL;
+    c->writes = 0;
+    c->poisoned = false;
+}
+
+static void xact_callback(XactEvent event, void *arg)
+{
+    if (conns == NULL)
+        return;
+    HASH_SEQ_STATUS st;
+    PgSopConn *c;
+    switch (event) {
+    case XACT_EVENT_PRE_COMMIT:
+    case XACT_EVENT_PARALLEL_PRE_COMMIT:
+        hash_seq_init(&st, conns);
+        while ((c = hash_seq_search(&st)) != NULL) {
+            if (c->txn == NULL)
+                continue;
+            if (c->poisoned) {
+                hash_seq_term(&st);
+                ereport(ERROR, (errcode(ERRCODE_IN_FAILED_SQL_TRANSACTION),
+                                errmsg("a savepoint rollback undid changes to pg_sop tables: "
+                                       "the transaction was rolled back")));
+            }
+            ListCell *lc;
+            foreach (lc, c->cursors)
+                sop_cursor_close(lfirst(lc));
+            list_free(c->cursors);
+            c->cursors = NIL;
+            sop_err err;
+            sop_err_clear(&err);
+            sop_rc rc = sop_txn_phase1(c->txn, &err);
+            if (rc != SOP_OK) {
+                sop_txn_free(c->txn);
+                c->txn = NULL;
+                hash_seq_term(&st);
+                pgsop_error(rc, &err, "could not commit the SOP transaction");
+            }
+        }
+        break;
+    case XACT_EVENT_PRE_PREPARE:
+        hash_seq_init(&st, conns);
+        while ((c = hash_seq_search(&st)) != NULL) {
+            if (c->txn != NULL) {
+                hash_seq_term(&st);
+                ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                                errmsg("PREPARE TRANSACTION is not supported yet for transactions "
+                                       "that used pg_sop tables")));
+            }
+        }
+        break;
+    case XACT_EVENT_COMMIT:
+    case XACT_EVENT_PARALLEL_COMMIT:
+    case XACT_EVENT_ABORT:
+    case XACT_EVENT_PARALLEL_ABORT:
+        hash_seq_init(&st, conns);
+        while ((c = hash_seq_search(&st)) != NULL)
+            end_txn(c, event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT);
+        list_free(subxact_marks);
+        subxact_marks = NIL;
+        pgsop_forget_stashes();
+        break;
+    default:
+        break;
+    }
+}
+
+/* Total engine changes so far in this transaction, over every server. */
+static uint64 total_writes(void)
+{
+    uint64 n = 0;
+    HASH_SEQ_STATUS st;
+    PgSopConn *c;
+    if (conns == NULL)
+        return 0;
+    hash_seq_init(&st, conns);
+    while ((c = hash_seq_search(&st)) != NULL)
+        if (c->txn)
+            n += c->writes;
+    return n;
+}
+
+static void subxact_callback(SubXactEvent event, SubTransactionId mine, SubTransactionId parent,
+                             void *arg)
+{
+    MemoryContext old;
+    switch (event) {
+    case SUBXACT_EVENT_START_SUB:
+        old = MemoryContextSwitchTo(TopMemoryContext);
+        subxact_marks = lcons(palloc(sizeof(uint64)), subxact_marks);
+        *(uint64 *)linitial(subxact_marks) = total_writes();
+        MemoryContextSwitchTo(old);
+        break;
+    case SUBXACT_EVENT_COMMIT_SUB:
+    case SUBXACT_EVENT_ABORT_SUB:
+        if (subxact_marks == NIL)
+            break;
+        if (event == SUBXACT_EVENT_ABORT_SUB &&
+            *(uint64 *)linitial(subxact_marks) != total_writes() && conns) {
+            /* the engine has no savepoints: what the subtransaction wrote
+             * cannot be undone alone, so the whole transaction must go */
+            HASH_SEQ_STATUS st;
+            PgSopConn *c;
+            hash_seq_init(&st, conns);
+            while ((c = hash_seq_search(&st)) != NULL)
+                if (c->txn && c->writes)
+                    c->poisoned = true;
+        }
+        pfree(linitial(subxact_marks));
+        subxact_marks = list_delete_first(subxact_marks);
+        break;
+    default:
+        break;
+    }
+}
+
+void _PG_init(void)
+{
+    RegisterXactCallback(xact_callback, NULL);
+    RegisterSubXactCallback(subxact_callback, NULL);
+}
