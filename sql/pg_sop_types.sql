@@ -1,5 +1,7 @@
 -- pg_sop: key types, value types, schema changes, raw stores, IMPORT
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_sop;
+RESET client_min_messages;
 CREATE SERVER typesdb FOREIGN DATA WRAPPER pg_sop OPTIONS (path '/tmp/pg_sop_regress/db2');
 
 -- every key type round-trips and orders like PostgreSQL
@@ -87,3 +89,36 @@ SELECT device, reading FROM imported.events WHERE device = 1 ORDER BY at LIMIT 2
 IMPORT FOREIGN SCHEMA sop EXCEPT (events, vals, k_text) FROM SERVER typesdb INTO imported;
 SELECT count(*) FROM pg_foreign_table ft JOIN pg_class c ON c.oid = ft.ftrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'imported';
+
+-- the remaining key types
+CREATE FOREIGN TABLE k_more (d date OPTIONS (key 'true'), t timestamp OPTIONS (key 'true'),
+    r real OPTIONS (key 'true'), v varchar(8) OPTIONS (key 'true') COLLATE "C", x int)
+  SERVER typesdb OPTIONS (create_if_missing 'true');
+INSERT INTO k_more VALUES ('2026-01-02', '2026-01-02 03:04:05.678901', 1.25, 'b', 1),
+  ('2026-01-02', '2026-01-02 03:04:05.678901', 1.25, 'a', 2),
+  ('2026-01-02', '2026-01-02 03:04:05.678901', -0.5, 'z', 3),
+  ('-infinity', 'infinity', 'NaN', '', 4),
+  ('2026-01-01', '2026-01-02 03:04:05', 1.25, 'a', 5);
+SELECT * FROM k_more ORDER BY d, t, r, v;
+SELECT x FROM k_more WHERE d = '2026-01-02' AND t = '2026-01-02 03:04:05.678901' AND r = 1.25 AND v = 'a';
+SELECT x FROM k_more WHERE d = '2026-01-02' AND t = '2026-01-02 03:04:05.678901' AND r > 0 ORDER BY d, t, r, v;
+
+-- server options: replication and erasure coding are refused at use,
+-- Redis coordination reports an unreachable server
+CREATE SERVER ecdb FOREIGN DATA WRAPPER pg_sop
+  OPTIONS (path '/tmp/pg_sop_regress/ec', ec_data_shards '2', ec_parity_shards '1', ec_paths '/a,/b,/c', ec_repair 'true');
+CREATE FOREIGN TABLE ec_t (id int OPTIONS (key 'true')) SERVER ecdb OPTIONS (create_if_missing 'true');
+SELECT * FROM ec_t;
+CREATE SERVER passivedb FOREIGN DATA WRAPPER pg_sop
+  OPTIONS (path '/tmp/pg_sop_regress/active', passive_path '/tmp/pg_sop_regress/passive');
+CREATE FOREIGN TABLE passive_t (id int OPTIONS (key 'true')) SERVER passivedb OPTIONS (create_if_missing 'true');
+SELECT * FROM passive_t;
+CREATE SERVER redisdb FOREIGN DATA WRAPPER pg_sop
+  OPTIONS (path '/tmp/pg_sop_regress/redis', coordination 'redis', redis_host '127.0.0.1', redis_port '1');
+CREATE USER MAPPING FOR CURRENT_USER SERVER redisdb OPTIONS (redis_password 'secret', redis_user 'app');
+CREATE USER MAPPING FOR PUBLIC SERVER redisdb OPTIONS (redis_colour 'red');
+CREATE FOREIGN TABLE redis_t (id int OPTIONS (key 'true')) SERVER redisdb OPTIONS (create_if_missing 'true');
+\set VERBOSITY terse
+SELECT * FROM redis_t;
+\set VERBOSITY default
+ALTER SERVER redisdb OPTIONS (SET coordination 'local');
