@@ -12,7 +12,8 @@
 #   make lint            formatting, layering, exported symbols, banned calls, cppcheck
 #   make test-long       the test suite with the long (documented) sizes
 #   make pg              build the extension: PGXS in pg_sop/ against build/lib/libsop.a
-#   make pg-install      make pg, then install it into PostgreSQL 15 (with sudo when not root)
+#   make pg-install      make pg, then install it into PostgreSQL 15 (with sudo when not root);
+#                        make install is the same
 #   make pg-test         install missing packages, install pg_sop, run only the PostgreSQL
 #                        suites (pg_regress over sql/, pg_isolation_regress over
 #                        tests/pg/isolation/specs; tests/pg/run_regress.sh NAME... for some)
@@ -71,7 +72,7 @@ SUDO = $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null || echo sudo)
 PG_TESTS := $(if $(SANITIZE),,tests/pg/run_regress.sh tests/pg/test_interop.sh)
 PG_INSTALL_STEP = $(if $(SANITIZE),@echo "make: SANITIZE is set: the PostgreSQL suites run in plain make test only",@$(MAKE) --no-print-directory pg-install)
 
-.PHONY: all deps demo engine-demo test test-long lint format clean fuzz tsan pg pg-check pg-install pg-test
+.PHONY: all deps demo engine-demo test test-long lint format clean fuzz tsan pg pg-check pg-install pg-test install
 all: $(LIB_A) $(LIB_SO) $(CLI)
 
 $(BUILD)/obj/%.o: engine/src/%.c
@@ -155,6 +156,9 @@ pg: pg-check
 
 pg-install: pg
 	$(SUDO) $(PG_MAKE) install
+
+# make install: the extension into the local PostgreSQL 15 (as pg-install)
+install: pg-install
 
 pg-test: deps
 	@$(MAKE) --no-print-directory pg-install SANITIZE= build/bin/sop
