@@ -97,6 +97,16 @@ bool pgsop_order_matches(Oid type, Oid collation)
         (out)->data[(out)->len] = '\0';                                                            \
     } while (0)
 
+static void key_type_error(Oid type) pg_attribute_noreturn();
+static void key_type_error(Oid type)
+{
+    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                    errmsg("type %s cannot be a pg_sop key column", format_type_be(type)),
+                    errhint("Key columns can be boolean, smallint, integer, bigint, real, "
+                            "double precision, text, varchar, bytea, uuid, timestamp, "
+                            "timestamptz or date.")));
+}
+
 void pgsop_encode_field(StringInfo out, Oid type, Datum v)
 {
     switch (type) {
@@ -142,11 +152,7 @@ void pgsop_encode_field(StringInfo out, Oid type, Datum v)
         PUT(out, sop_tuple_put_date(w, DatumGetDateADT(v)));
         break;
     default:
-        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("type %s cannot be a pg_sop key column", format_type_be(type)),
-                        errhint("Key columns can be boolean, smallint, integer, bigint, real, "
-                                "double precision, text, varchar, bytea, uuid, timestamp, "
-                                "timestamptz or date.")));
+        key_type_error(type);
     }
 }
 
@@ -486,7 +492,7 @@ sop_btree *pgsop_store(PgSopShape *s, PgSopConn *c)
     for (int k = 0; k < s->nkeys; k++) {
         Oid t = att_type(s, s->keyatt[k] - 1);
         if (!pgsop_key_type_ok(t))
-            pgsop_encode_field(NULL, t, (Datum)0); /* the error naming the types */
+            key_type_error(t);
     }
     sop_rc rc = sop_store_open(c->txn, s->opts.store, &bt, &err);
     if (rc == SOP_NOTFOUND && s->opts.create_if_missing) {
@@ -572,7 +578,6 @@ char *pgsop_import_columns(const sop_store_info *info, sop_btree *bt)
     /* key columns: named by the description pg_sop wrote, else key1.. */
     const char *d = info->description;
     if (strncmp(d, "pg_sop keys:", 12) == 0) {
-        appendStringInfoString(&cols, "");
         char *list = pstrdup(d + 12);
         char *save = NULL;
         for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {

@@ -68,7 +68,7 @@ typedef struct PlanInfo {
     bool unique;
 } PlanInfo;
 
-static void plan_info(PlannerInfo *root, RelOptInfo *baserel, Oid relid, PlanInfo *pi)
+static void plan_info(Oid relid, PlanInfo *pi)
 {
     memset(pi, 0, sizeof(*pi));
     pi->relid = relid;
@@ -254,7 +254,6 @@ static void choose(PlannerInfo *root, RelOptInfo *baserel, PlanInfo *pi, List *r
             ch->eq++;
             continue;
         }
-        ch->range = pick[0] >= 0 || pick[1] >= 0;
         break;
     }
 }
@@ -262,7 +261,7 @@ static void choose(PlannerInfo *root, RelOptInfo *baserel, PlanInfo *pi, List *r
 static void GetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid relid)
 {
     PlanInfo *pi = palloc(sizeof(*pi));
-    plan_info(root, baserel, relid, pi);
+    plan_info(relid, pi);
     baserel->fdw_private = pi;
     baserel->tuples = pi->count;
     Selectivity sel = clauselist_selectivity(root, baserel->baserestrictinfo, 0, JOIN_INNER, NULL);
@@ -466,8 +465,8 @@ typedef struct SopScan {
     List *exprstates;
     char *cond;
     /* the walk */
-    bool started;
-    bool done;     /* the walk has begun (and, materialized, ended) */
+    bool started;  /* the current range's walk has begun */
+    bool begun;    /* the ranges are built (and, materialized, read) */
     Range *ranges; /* one per = ANY value, else one */
     int nranges, at;
     /* materialized items */
@@ -844,12 +843,12 @@ static TupleTableSlot *IterateForeignScan(ForeignScanState *node)
     SopScan *st = node->fdw_state;
     TupleTableSlot *slot = node->ss.ss_ScanTupleSlot;
     ExecClearTuple(slot);
-    if (!st->done && st->cur == NULL) {
+    if (!st->begun) {
         st->cur = pgsop_cursor_open(st->conn, st->bt);
         MemoryContext old = MemoryContextSwitchTo(st->cxt);
         build_ranges(st, node->ss.ps.ps_ExprContext);
         MemoryContextSwitchTo(old);
-        st->done = true;
+        st->begun = true;
         if (st->mat) {
             MemoryContext old = MemoryContextSwitchTo(st->cxt);
             materialize(st);
@@ -896,7 +895,7 @@ static void ReScanForeignScan(ForeignScanState *node)
     if (st->cur)
         pgsop_cursor_close(st->conn, st->cur);
     st->cur = NULL;
-    st->started = st->done = false;
+    st->started = st->begun = false;
     st->at = 0;
     st->nitems = st->next = 0;
 }

@@ -203,7 +203,6 @@ Datum pg_sop_validator(PG_FUNCTION_ARGS)
     Oid catalog = PG_GETARG_OID(1);
     ListCell *lc;
     bool has_path = false, redis = false, has_redis_host = false;
-    int ec = 0;
     foreach (lc, options) {
         DefElem *d = lfirst(lc);
         const OptDef *def = NULL;
@@ -231,8 +230,6 @@ Datum pg_sop_validator(PG_FUNCTION_ARGS)
             redis = strcmp(defGetString(d), "redis") == 0;
         if (strcmp(d->defname, "redis_host") == 0 || strcmp(d->defname, "redis_port") == 0)
             has_redis_host = true;
-        if (strncmp(d->defname, "ec_", 3) == 0)
-            ec++;
     }
     if (catalog == ForeignServerRelationId) {
         if (!has_path)
@@ -243,7 +240,6 @@ Datum pg_sop_validator(PG_FUNCTION_ARGS)
             ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                             errmsg("redis_host and redis_port need coordination 'redis'")));
     }
-    (void)ec;
     PG_RETURN_VOID();
 }
 

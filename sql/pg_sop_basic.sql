@@ -148,3 +148,17 @@ COPY people FROM stdin;
 \.
 SELECT * FROM people WHERE id > 5000 ORDER BY id;
 COPY (SELECT * FROM people WHERE id BETWEEN 20 AND 22 ORDER BY id) TO stdout;
+
+-- duplicate keys (unique 'false'): every item is its own row; UPDATE and
+-- DELETE change exactly the rows they scanned
+CREATE FOREIGN TABLE tags (tag text OPTIONS (key 'true') COLLATE "C", n int)
+  SERVER sopdb OPTIONS (create_if_missing 'true', unique 'false', value_placement 'active');
+INSERT INTO tags VALUES ('red', 1), ('red', 2), ('blue', 3), ('red', 4);
+SELECT * FROM tags ORDER BY tag, n;
+SELECT n FROM tags WHERE tag = 'red' ORDER BY n;
+UPDATE tags SET n = n * 10 WHERE tag = 'red' AND n >= 2 RETURNING tag, n;
+DELETE FROM tags WHERE tag = 'red' AND n = 20 RETURNING *;
+SELECT * FROM tags ORDER BY tag, n;
+-- a row met twice by one UPDATE (a join with duplicates) changes once
+UPDATE tags SET tag = 'green' FROM (VALUES ('blue'), ('blue')) v(x) WHERE tags.tag = v.x;
+SELECT * FROM tags ORDER BY tag, n;

@@ -463,14 +463,18 @@ sop_rc sop__db_clear_pending(sop_db *db, uint64_t seq, sop_err *err)
 
 /* ---- store handles ------------------------------------------------------ */
 
+sop__dbstore *sop__db_store_find(sop_db *db, const char *name)
+{
+    for (size_t i = 0; i < db->nstores; i++)
+        if (strcmp(db->stores[i].name, name) == 0)
+            return &db->stores[i];
+    return NULL;
+}
+
 sop_rc sop__db_store(sop_db *db, const char *name, sop__dbstore **out, sop_err *err)
 {
-    for (size_t i = 0; i < db->nstores; i++) {
-        if (strcmp(db->stores[i].name, name) == 0) {
-            *out = &db->stores[i];
-            return SOP_OK;
-        }
-    }
+    if ((*out = sop__db_store_find(db, name)) != NULL)
+        return SOP_OK;
     SOP__TRY(sop__store_name_check(name, err));
     if (db->nstores == db->capstores) {
         size_t cap = db->capstores ? db->capstores * 2 : 8;

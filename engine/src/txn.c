@@ -532,10 +532,7 @@ sop_rc sop__txn_store_open(sop_txn *t, const char *name, sop__txstore **out, sop
     }
     sop__storeinfo info;
     sop__l2 *l2 = t->no_cache ? NULL : &t->db->l2;
-    sop__dbstore *st = NULL;
-    for (size_t i = 0; i < t->db->nstores; i++)
-        if (strcmp(t->db->stores[i].name, name) == 0)
-            st = &t->db->stores[i];
+    sop__dbstore *st = sop__db_store_find(t->db, name);
     if (l2 && st && st->info_ms > 0 &&
         sop__l2_info_get(l2, name, st->info_ms, st->info_sliding, &info)) {
         SOP__TRY(store_attach(t, &info, false, out, err));

@@ -93,7 +93,9 @@ sop_rc sop__db_append_intent(sop_db *db, const uint8_t txid[16], const char *sto
 sop_rc sop__db_abandon(sop_db *db, const uint8_t txid[16], const char *store,
                        const uint8_t (*ids)[16], size_t n, sop_err *err);
 
-/* Store handles (registry, blobs), cached per database handle. */
+/* Store handles (registry, blobs), cached per database handle; _find
+ * only looks among those already open (NULL if not). */
+sop__dbstore *sop__db_store_find(sop_db *db, const char *name);
 sop_rc sop__db_store(sop_db *db, const char *name, sop__dbstore **out, sop_err *err);
 /* Forgets a store's handles (it was dropped). */
 void sop__db_forget_store(sop_db *db, const char *name);

@@ -923,15 +923,24 @@ static void rm_rf(const char *path)
     CHECK(system(cmd) == 0);
 }
 
+/* A private Redis, a configuration using it, and a store "s" of n items
+ * valued v with every L2 TTL on. */
+static const char *l2_fixture(t_redis *r, cfg *c, int n, sop_value_placement placement, int64_t v)
+{
+    t_redis_start(r, NULL);
+    *c = (cfg){SOP_COORD_REDIS, r->port, 0, 0, true};
+    const char *dir = t_tmpdir();
+    make_store_ex(dir, "s", n, 16, placement, v, true);
+    return dir;
+}
+
 /* One process fills the cache; another, with nothing of its own cached,
  * reads every node and value from Redis - proved by removing the blobs. */
 TEST(l2_cache_serves_other_processes)
 {
     t_redis r;
-    t_redis_start(&r, NULL);
-    cfg c = {SOP_COORD_REDIS, r.port, 0, 0, true};
-    const char *dir = t_tmpdir();
-    make_store_ex(dir, "s", 300, 16, SOP_VALUES_SEPARATE, 7, true);
+    cfg c;
+    const char *dir = l2_fixture(&r, &c, 300, SOP_VALUES_SEPARATE, 7);
     sop__l1_clear();
     sop_db *a = open_cfg(dir, &c);
     sop_rc first;
@@ -964,10 +973,8 @@ TEST(l2_cache_serves_other_processes)
 TEST(l2_commit_removes_what_it_made_stale)
 {
     t_redis r;
-    t_redis_start(&r, NULL);
-    cfg c = {SOP_COORD_REDIS, r.port, 0, 0, true};
-    const char *dir = t_tmpdir();
-    make_store_ex(dir, "s", 200, 16, SOP_VALUES_IN_NODE, 0, true);
+    cfg c;
+    const char *dir = l2_fixture(&r, &c, 200, SOP_VALUES_IN_NODE, 0);
     sop_db *a = open_cfg(dir, &c);
     sop_db *b = open_cfg(dir, &c);
     sop_rc first;
@@ -1015,10 +1022,8 @@ static void commit_behind_the_cache(redisContext *s, sop_db *a, int n, int64_t v
 TEST(l2_stale_entries_fail_validation_and_are_dropped)
 {
     t_redis r;
-    t_redis_start(&r, NULL);
-    cfg c = {SOP_COORD_REDIS, r.port, 0, 0, true};
-    const char *dir = t_tmpdir();
-    make_store_ex(dir, "s", 100, 16, SOP_VALUES_IN_NODE, 1, true);
+    cfg c;
+    const char *dir = l2_fixture(&r, &c, 100, SOP_VALUES_IN_NODE, 1);
     sop_db *a = open_cfg(dir, &c);
     sop_db *b = open_cfg(dir, &c);
     sop_rc first;
@@ -1057,10 +1062,8 @@ TEST(l2_stale_entries_fail_validation_and_are_dropped)
 TEST(l2_damaged_entries_are_misses)
 {
     t_redis r;
-    t_redis_start(&r, NULL);
-    cfg c = {SOP_COORD_REDIS, r.port, 0, 0, true};
-    const char *dir = t_tmpdir();
-    make_store_ex(dir, "s", 100, 16, SOP_VALUES_SEPARATE, 4, true);
+    cfg c;
+    const char *dir = l2_fixture(&r, &c, 100, SOP_VALUES_SEPARATE, 4);
     sop_db *a = open_cfg(dir, &c);
     sop_rc first;
     CHECK_OK(read_all(a, 100, 4, &first), &err);
