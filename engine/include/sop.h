@@ -426,6 +426,16 @@ SOP_API sop_rc sop_db_list_prepared(sop_db *db,
                                     void (*fn)(void *ctx, const sop_prepared_info *info), void *ctx,
                                     sop_err *err);
 
+/*
+ * For an embedder's crash tests (pg_sop's pg_sop.debug_pause_at): fn is
+ * called with the name of every crash point the engine passes in any
+ * thread ("phase1.durable", "prepared.commit_logged", ...; `sop
+ * --list-fault-points` lists them, docs/fault_injection.md), in the
+ * committing thread, possibly with the commit lock held. NULL removes it.
+ * Not for production use: fn must not call the engine.
+ */
+SOP_API void sop_set_point_observer(void (*fn)(const char *point));
+
 /* Store names: 1..128 bytes of [A-Za-z0-9_-], not starting with '-'. */
 /* Creates a store in a write transaction (visible to others when it
  * commits; gone if it rolls back). SOP_EXISTS if a store has the name. The

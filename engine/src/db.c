@@ -557,11 +557,17 @@ static uint64_t take64(rd *r)
 #define REDO_MAGIC  0x4f445253u /* "SRDO" */
 #define REDO_CREATE 1u
 #define REDO_DROP   2u
+/* prepared files only: the state is relative - count is a signed delta,
+ * seq a hint - and sop__redo_rebase makes it absolute before the COMMIT
+ * record is written (a prepared transaction is decided after other
+ * commits to its stores) */
+#define REDO_RELATIVE 4u
 
 /* One store's part of a payload, decoded in place. */
 typedef struct redo_store {
     char name[SOP__STORE_NAME_MAX + 1];
     uint8_t flags;
+    size_t flags_at, state_at; /* offsets in the payload */
     const uint8_t *fixed;
     size_t fixed_len;
     uint64_t seq, count;
@@ -597,12 +603,14 @@ static sop_rc redo_next(rd *r, uint32_t *left, redo_store *s, sop_err *err)
     s->name[nlen] = '\0';
     if (!sop__store_name_valid(s->name))
         return redo_bad(err, r->off);
+    s->flags_at = r->off;
     const uint8_t *f = take(r, 1);
     s->flags = f ? f[0] : 0;
     if (s->flags & REDO_CREATE) {
         s->fixed_len = take32(r);
         s->fixed = take(r, s->fixed_len);
     }
+    s->state_at = r->off;
     s->seq = take64(r);
     s->count = take64(r);
     s->updated_ms = (int64_t)take64(r);
@@ -650,6 +658,9 @@ static sop_rc apply_store(sop_db *db, const redo_store *s, bool recovering, sop_
 {
     sop__storeinfo info;
     memset(&info, 0, sizeof(info));
+    if (s->flags & REDO_RELATIVE)
+        return sop__err_set(err, SOP_CORRUPT, 0, "redo record: store %s has a relative state",
+                            s->name);
     if (s->flags & REDO_DROP) {
         if (l2 && sop__repo_read(db->dir, s->name, &info, NULL) == SOP_OK)
             sop__l2_batch_info(l2, &info);
@@ -801,9 +812,39 @@ sop_rc sop__redo_claims(const uint8_t *payload, size_t len,
     SOP__TRY(redo_open(payload, len, &r, &n, err));
     redo_store s;
     sop_rc rc;
-    for (left = n; (rc = redo_next(&r, &left, &s, err)) == SOP_OK;)
+    for (left = n; (rc = redo_next(&r, &left, &s, err)) == SOP_OK;) {
+        if (s.flags & (REDO_CREATE | REDO_DROP))
+            SOP__TRY(fn(ctx, s.name, NULL)); /* the store itself */
         for (uint32_t i = 0; i < s.nops; i++)
             SOP__TRY(fn(ctx, s.name, s.ops + (size_t)i * (1 + SOP__HANDLE_SIZE) + 1));
+    }
+    return rc == SOP_NOTFOUND ? SOP_OK : rc;
+}
+
+/* Under the commit lock: a prepared payload's relative store states
+ * become absolute against the states on disk now. */
+static sop_rc redo_rebase(sop_db *db, uint8_t *payload, size_t len, sop_err *err)
+{
+    rd r;
+    uint32_t n, left;
+    SOP__TRY(redo_open(payload, len, &r, &n, err));
+    redo_store s;
+    sop_rc rc;
+    for (left = n; (rc = redo_next(&r, &left, &s, err)) == SOP_OK;) {
+        if (!(s.flags & REDO_RELATIVE))
+            continue;
+        sop__storeinfo cur;
+        SOP__TRY(sop__repo_read(db->dir, s.name, &cur, err));
+        int64_t delta = (int64_t)s.count;
+        if (delta < 0 && (uint64_t)-delta > cur.count)
+            return sop__err_set(err, SOP_CORRUPT, 0,
+                                "store %s: a prepared transaction removes %lld items of %llu",
+                                s.name, (long long)-delta, (unsigned long long)cur.count);
+        payload[s.flags_at] = (uint8_t)(s.flags & ~REDO_RELATIVE);
+        sop__le_put64(payload + s.state_at, cur.seq + 1);
+        sop__le_put64(payload + s.state_at + 8, cur.count + (uint64_t)delta);
+        sop__le_put64(payload + s.state_at + 16, (uint64_t)sop__now_ms());
+    }
     return rc == SOP_NOTFOUND ? SOP_OK : rc;
 }
 
@@ -888,32 +929,9 @@ sop_rc sop__db_append_intent(sop_db *db, const uint8_t txid[16], const char *nam
 
 static sop_rc redo_pending(sop_db *db, bool may_wait, sop_err *err);
 
-/* Removes leftover prepared files of committed transactions; SOP_IO while
- * any remains (the log must keep the COMMIT records that prove them). */
-static sop_rc retry_leftover_prep(sop_db *db, sop_err *err)
-{
-    size_t keep = 0;
-    for (size_t i = 0; i < db->nleftover_prep; i++) {
-        char path[SOP__PATH_MAX];
-        sop_rc rc = sop__db_prepared_path(db, db->leftover_prep[i], path, NULL);
-        if (rc == SOP_OK)
-            rc = sop__os_unlink(SOP__SITE_PREP_REMOVE, path, NULL);
-        if (rc != SOP_OK && rc != SOP_NOTFOUND)
-            memmove(db->leftover_prep[keep++], db->leftover_prep[i], 16);
-    }
-    db->nleftover_prep = keep;
-    if (keep)
-        return sop__err_set(err, SOP_IO, 0,
-                            "checkpoint: %zu committed prepared transaction files in %s cannot "
-                            "be removed; the log is kept",
-                            keep, db->txlog);
-    return SOP_OK;
-}
-
 static sop_rc checkpoint_locked(sop_db *db, sop_err *err)
 {
     retry_abandoned(db);
-    SOP__TRY(retry_leftover_prep(db, err));
     SOP__TRY(redo_pending(db, true, err));
     lockstate s;
     SOP__TRY(state_read_locked(db, &s, err));
@@ -1229,7 +1247,9 @@ static sop_rc decide_prepared(sop_db *db, const uint8_t txid[16], bool commit, s
          * so it can never count later); once it is, the decision stands:
          * the prepared file goes, and a failed apply is finished from the
          * log by the pending marker, like any phase 2. */
-        rc = sop__db_claim_seq(db, &seq, err);
+        rc = redo_rebase(db, payload, len, err);
+        if (rc == SOP_OK)
+            rc = sop__db_claim_seq(db, &seq, err);
         bool appended = false;
         if (rc == SOP_OK)
             appended = (rc = sop__log_append(db->log, SOP__LOG_COMMIT, txid, seq, payload, len,
@@ -1244,19 +1264,15 @@ static sop_rc decide_prepared(sop_db *db, const uint8_t txid[16], bool commit, s
         }
         db->log_max_seq = seq;
         SOP__CRASH_POINT(PREP_COMMIT_LOGGED);
+        /* A file that cannot be removed would claim the transaction is
+         * still prepared: the marker is handed off instead of cleared, so
+         * the next lock holder (or recovery) replays the record and
+         * removes the file before anything else commits. */
         sop_rc urc = sop__os_unlink(SOP__SITE_PREP_REMOVE, path, NULL);
-        if (urc == SOP_OK || urc == SOP_NOTFOUND) {
+        if (urc == SOP_OK || urc == SOP_NOTFOUND)
             SOP__CRASH_POINT(PREP_FILE_REMOVED);
-        } else {
-            uint8_t(*g)[16] =
-                sop__realloc(db->leftover_prep, (db->nleftover_prep + 1) * sizeof(*g));
-            if (g) {
-                db->leftover_prep = g;
-                memcpy(g[db->nleftover_prep++], txid, 16);
-            }
-        }
         rc = sop__redo_apply(db, payload, len, false, err);
-        if (rc == SOP_OK)
+        if (rc == SOP_OK && (urc == SOP_OK || urc == SOP_NOTFOUND))
             rc = sop__db_clear_pending(db, seq, err);
         else
             sop__db_hand_off(db, seq); /* the next lock holder finishes it */
@@ -1482,6 +1498,7 @@ static sop_rc remove_orphans(sop_db *db, rec_ctx *c, sop_err *err)
 
 typedef struct seek_ctx {
     uint64_t seq;
+    uint8_t txid[16];
     uint8_t *payload;
     size_t len;
     sop_err *err;
@@ -1494,6 +1511,7 @@ static sop_rc seek_seq(void *ctx, const sop__logrec *r)
         return SOP_OK;
     SOP__TRY(copy_payload(r, &s->payload, s->err));
     s->len = r->len;
+    memcpy(s->txid, r->txid, 16);
     return SOP_OK;
 }
 
@@ -1587,7 +1605,7 @@ static sop_rc redo_pending(sop_db *db, bool may_wait, sop_err *err)
             SOP__TRY(rc);
             int fd;
             rc = sop__os_open(SOP__SITE_LOG_READ, path, O_RDONLY, 0, &fd, err);
-            seek_ctx k = {s.pending_seq, NULL, 0, err};
+            seek_ctx k = {s.pending_seq, {0}, NULL, 0, err};
             if (rc == SOP_OK) {
                 rc = sop__log_scan(fd, path, seek_seq, &k, err);
                 sop__os_close(SOP__SITE_LOG_READ, fd, path, NULL);
@@ -1596,6 +1614,16 @@ static sop_rc redo_pending(sop_db *db, bool may_wait, sop_err *err)
                 rc = SOP_OK; /* its log is gone: a recovery already redid it */
             if (rc == SOP_OK && k.payload)
                 rc = sop__redo_apply(db, k.payload, k.len, true, err);
+            if (rc == SOP_OK && k.payload) {
+                /* a committed prepared transaction whose decider died
+                 * before removing its file: decided, the file goes */
+                char ppath[SOP__PATH_MAX];
+                rc = sop__db_prepared_path(db, k.txid, ppath, err);
+                if (rc == SOP_OK)
+                    rc = sop__os_unlink(SOP__SITE_PREP_REMOVE, ppath, err);
+                if (rc == SOP_NOTFOUND)
+                    rc = SOP_OK;
+            }
             sop__free(k.payload);
             if (rc != SOP_OK) {
                 hand_off_of(db, s.owner, s.pending_seq);
@@ -1964,7 +1992,6 @@ void sop_db_close(sop_db *db)
     for (size_t i = 0; i < db->nabandoned; i++)
         sop__free(db->abandoned[i].ids);
     sop__free(db->abandoned);
-    sop__free(db->leftover_prep);
     forget_all_stores(db);
     sop__free(db->stores);
     sop__coord_close(db->coord);

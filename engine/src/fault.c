@@ -61,6 +61,20 @@ const char *sop__fault_point_name(sop__point p)
     return (unsigned)p < SOP__POINT_COUNT ? point_tab[p].name : NULL;
 }
 
+void (*sop__point_observer)(const char *point);
+
+SOP_API void sop_set_point_observer(void (*fn)(const char *point))
+{
+    __atomic_store_n(&sop__point_observer, fn, __ATOMIC_RELEASE);
+}
+
+void sop__point_observe(sop__point p)
+{
+    void (*fn)(const char *) = __atomic_load_n(&sop__point_observer, __ATOMIC_ACQUIRE);
+    if (fn && (unsigned)p < SOP__POINT_COUNT)
+        fn(point_tab[p].name);
+}
+
 const char *sop__fault_point_desc(sop__point p)
 {
     return (unsigned)p < SOP__POINT_COUNT ? point_tab[p].desc : NULL;

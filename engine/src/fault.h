@@ -15,10 +15,13 @@
  * enumerated (`--list-fault-points`) and a test can prove each was reached.
  *
  * Invariants:
- *  1. Normal build: SOP__FAULT_ALLOC_FAILS() is the constant 0,
- *     SOP__CRASH_POINT(id) is ((void)0) and SOP__FAULT_IO_HIT(site) is the
- *     constant SOP__FAULT_NONE - no call, no load, no counter. Only the name
- *     tables (sop__fault_site_name ... sop__fault_list) exist in both builds.
+ *  1. Normal build: SOP__FAULT_ALLOC_FAILS() is the constant 0 and
+ *     SOP__FAULT_IO_HIT(site) is the constant SOP__FAULT_NONE - no call, no
+ *     load, no counter. SOP__CRASH_POINT(id) is one relaxed load of the
+ *     point observer (sop_set_point_observer, NULL unless an embedder's
+ *     crash tests set it): crash points are passed a few times per commit,
+ *     next to an fsync. Only the name tables (sop__fault_site_name ...
+ *     sop__fault_list) and the observer exist in both builds.
  *  2. Fault build, nothing armed: an allocation hook costs one relaxed load
  *     of sop__fault_armed; an I/O site or crash point hook also does relaxed
  *     atomic increments of its call/hit counters (always counted, so a test
@@ -159,6 +162,15 @@ bool sop__fault_point_lookup(const char *name, sop__point *out);
 typedef void sop__fault_list_fn(void *ctx, bool is_point, const char *name, const char *desc);
 void sop__fault_list(sop__fault_list_fn *fn, void *ctx);
 
+/* Calls the observer, if one is set, with the point's name. */
+void sop__point_observe(sop__point p);
+#if defined(__GNUC__)
+#define SOP__POINT_OBSERVED_() (__atomic_load_n(&sop__point_observer, __ATOMIC_RELAXED) != NULL)
+#else
+#define SOP__POINT_OBSERVED_() (sop__point_observer != NULL)
+#endif
+extern void (*sop__point_observer)(const char *point);
+
 #ifdef SOP_FAULT_INJECTION
 #include <stdatomic.h>
 
@@ -177,7 +189,9 @@ sop__fault_kind sop__fault_io_hit(sop__site s);
 #endif
 #define SOP__FAULT_ARMED_()      atomic_load_explicit(&sop__fault_armed, memory_order_relaxed)
 #define SOP__FAULT_ALLOC_FAILS() (SOP__UNLIKELY_F(SOP__FAULT_ARMED_()) && sop__fault_alloc_fails())
-#define SOP__CRASH_POINT(id)     sop__fault_point(SOP__POINT_##id)
+#define SOP__CRASH_POINT(id)                                                                       \
+    (sop__fault_point(SOP__POINT_##id),                                                            \
+     SOP__POINT_OBSERVED_() ? sop__point_observe(SOP__POINT_##id) : (void)0)
 /* Counts one call of `site`; returns the fault to inject (SOP__FAULT_NONE:
  * proceed). Never returns SOP__FAULT_KILL: it kills. Used by os.c only. */
 #define SOP__FAULT_IO_HIT(site) sop__fault_io_hit(site)
@@ -223,8 +237,9 @@ const char *sop__fault_last_error(void);
 
 #else
 #define SOP__FAULT_ALLOC_FAILS() 0
-#define SOP__CRASH_POINT(id)     ((void)0)
-#define SOP__FAULT_IO_HIT(site)  ((void)(site), SOP__FAULT_NONE)
+#define SOP__CRASH_POINT(id)                                                                       \
+    (SOP__POINT_OBSERVED_() ? sop__point_observe(SOP__POINT_##id) : (void)0)
+#define SOP__FAULT_IO_HIT(site) ((void)(site), SOP__FAULT_NONE)
 #endif
 
 #endif

@@ -1041,11 +1041,13 @@ typedef struct claim_check {
     sop_err *err;
 } claim_check;
 
+/* lid NULL: the prepared transaction creates or drops the store. A
+ * transaction that drops a store conflicts with any claim in it. */
 static sop_rc claim_hit(void *ctx, const char *store, const uint8_t lid[16])
 {
     claim_check *c = ctx;
     sop__txstore *ts = find_open(c->t, store);
-    if (ts && sop__idmap_get(&ts->nodes, lid))
+    if (ts && (lid == NULL || ts->dropped || sop__idmap_get(&ts->nodes, lid)))
         return sop__err_set(c->err, SOP_CONFLICT, 0,
                             "store %s: a node the transaction used is claimed by a prepared "
                             "transaction; retry after it is decided",
@@ -1097,6 +1099,13 @@ static sop_rc build_store(sop__txstore *ts, buf *b, sop_err *err)
         if (at)
             sop__storeinfo_encode_fixed(&ts->info, at);
         cur.seq = 0;
+    } else if (ts->txn->preparing) {
+        /* decided later, maybe after other commits to the store: the
+         * state is relative (the count is our delta, two's complement)
+         * and made absolute under the lock that commits it (db.c) */
+        SOP__TRY(sop__repo_read(ts->txn->db->dir, ts->info.name, &cur, err));
+        count = ts->bt.core.count - ts->count_at_open;
+        buf_u8(b, 4);
     } else {
         /* under the commit lock: the latest state, plus our change */
         SOP__TRY(sop__repo_read(ts->txn->db->dir, ts->info.name, &cur, err));
@@ -1419,7 +1428,9 @@ sop_rc sop_txn_prepare(sop_txn *t, const char *owner, uint8_t txid_out[SOP_ID_LE
         return fail_phase1(t, rc, err);
     /* The claim fences the prepare like a commit: nobody commits over the
      * nodes it validated before its file (and claims) exist. */
+    t->preparing = true;
     rc = lock_validate_claim(t, err);
+    t->preparing = false;
     if (rc != SOP_OK)
         return fail_phase1(t, rc, err);
     rc = sop__db_prepared_write(t->db, t->id, owner, t->redo, t->redo_len, err);

@@ -81,8 +81,6 @@ struct sop_db {
     size_t nabandoned;
     /* committed prepared transactions whose file could not be removed: the
      * log (which proves they committed) is not reset until it is */
-    uint8_t (*leftover_prep)[16];
-    size_t nleftover_prep;
 };
 
 /* Appends (not syncs) an INTENT record: a transaction is about to write
@@ -260,7 +258,8 @@ struct sop_txn {
     uint8_t *redo; /* built by phase 1 */
     size_t redo_len;
     uint64_t seq;
-    bool no_cache; /* read every node from its blob (the checker) */
+    bool preparing; /* build_redo writes store states relative (db.c) */
+    bool no_cache;  /* read every node from its blob (the checker) */
     struct sop_txn *next_open;
 };
 

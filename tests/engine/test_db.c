@@ -336,6 +336,90 @@ TEST(prepared_transactions_are_decided_by_id_from_another_handle)
     sop_db_close(b);
 }
 
+static uint64_t store_count(sop_db *db, const char *name)
+{
+    sop_store_info info;
+    CHECK_OK(sop_db_store_info(db, name, &info, &err), &err);
+    return info.count;
+}
+
+static void del_n(sop_btree *bt, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        char k[32];
+        int kl = snprintf(k, sizeof(k), "key%06d", i);
+        CHECK_OK(sop_btree_remove(bt, k, (size_t)kl, &err), &err);
+    }
+}
+
+/* A prepared transaction is decided after other commits to the same store
+ * (other nodes): its count is applied as a change to theirs, not over it,
+ * and a store it creates or drops is claimed by name. */
+TEST(prepared_transactions_commit_after_others_in_the_same_store)
+{
+    const char *dir = fresh_db();
+    sop_db *a = open_db(dir), *b = open_db(dir);
+    sop_txn *t, *u;
+    sop_btree *x, *y;
+    CHECK_OK(sop_txn_begin(a, SOP_TXN_WRITE, 0, &t, &err), &err);
+    put_n(create(t, "s", 4, true, SOP_VALUES_IN_NODE), 0, 400, "a");
+    create(t, "gone", 4, true, SOP_VALUES_IN_NODE);
+    CHECK_OK(sop_txn_commit(t, &err), &err);
+    sop_txn_free(t);
+
+    /* prepared: 3 inserts at the right end */
+    uint8_t txid[16];
+    CHECK_OK(sop_txn_begin(a, SOP_TXN_WRITE, 0, &t, &err), &err);
+    CHECK_OK(sop_store_open(t, "s", &x, &err), &err);
+    put_n(x, 1000, 1003, "p");
+    CHECK_OK(sop_txn_prepare(t, "coordinator-7", txid, &err), &err);
+    sop_txn_free(t);
+    /* meanwhile, others commit at the left end: 5 removals, 1 insert */
+    for (int i = 0; i < 5; i++) {
+        CHECK_OK(sop_txn_begin(b, SOP_TXN_WRITE, 0, &u, &err), &err);
+        CHECK_OK(sop_store_open(u, "s", &y, &err), &err);
+        del_n(y, i, i + 1);
+        if (i == 4)
+            put_n(y, 4, 5, "b");
+        CHECK_OK(sop_txn_commit(u, &err), &err);
+        sop_txn_free(u);
+    }
+    CHECK_EQ(store_count(b, "s"), 396);
+    CHECK_OK(sop_db_commit_prepared(b, txid, &err), &err);
+    CHECK_EQ(store_count(a, "s"), 399);
+    CHECK_OK(sop_txn_begin(a, SOP_TXN_READ, 0, &t, &err), &err);
+    CHECK_OK(sop_store_open(t, "s", &x, &err), &err);
+    expect_value(x, 1002, "p");
+    expect_value(x, 4, "b");
+    CHECK_OK(sop_txn_commit(t, &err), &err);
+    sop_txn_free(t);
+    check_clean(a); /* the count equals the items */
+
+    /* a prepared create claims the name; a prepared drop the store */
+    CHECK_OK(sop_txn_begin(a, SOP_TXN_WRITE, 0, &t, &err), &err);
+    create(t, "new", 4, true, SOP_VALUES_IN_NODE);
+    CHECK_OK(sop_store_drop(t, "gone", &err), &err);
+    CHECK_OK(sop_txn_prepare(t, "coordinator-7", txid, &err), &err);
+    sop_txn_free(t);
+    CHECK_OK(sop_txn_begin(b, SOP_TXN_WRITE, 0, &u, &err), &err);
+    put_n(create(u, "new", 4, true, SOP_VALUES_IN_NODE), 0, 3, "u");
+    CHECK_RC(sop_txn_commit(u, &err), SOP_CONFLICT, &err);
+    sop_txn_free(u);
+    CHECK_OK(sop_txn_begin(b, SOP_TXN_WRITE, 0, &u, &err), &err);
+    CHECK_OK(sop_store_open(u, "gone", &y, &err), &err);
+    put_n(y, 0, 3, "u");
+    CHECK_RC(sop_txn_commit(u, &err), SOP_CONFLICT, &err);
+    sop_txn_free(u);
+    CHECK_OK(sop_db_commit_prepared(b, txid, &err), &err);
+    CHECK_OK(sop_txn_begin(b, SOP_TXN_READ, 0, &u, &err), &err);
+    CHECK_RC(sop_store_open(u, "gone", &y, &err), SOP_NOTFOUND, &err);
+    CHECK_OK(sop_store_open(u, "new", &y, &err), &err);
+    sop_txn_free(u);
+    check_clean(b);
+    sop_db_close(a);
+    sop_db_close(b);
+}
+
 TEST(large_transaction_then_many_small_ones_with_checkpoints)
 {
     const char *dir = fresh_db();
