@@ -69,7 +69,7 @@ CLI := $(if $(CLI_SRC),$(BUILD)/bin/sop)
 PG_CONFIG ?= /usr/bin/pg_config
 PG_MAKE = $(MAKE) --no-print-directory -C pg_sop USE_PGXS=1 PG_CONFIG=$(PG_CONFIG)
 SUDO = $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null || echo sudo)
-PG_TESTS := $(if $(SANITIZE),,tests/pg/run_regress.sh tests/pg/test_interop.sh)
+PG_TESTS := $(if $(SANITIZE),,tests/pg/run_regress.sh tests/pg/test_interop.sh tests/pg/run_tap.sh)
 PG_INSTALL_STEP = $(if $(SANITIZE),@echo "make: SANITIZE is set: the PostgreSQL suites run in plain make test only",@$(MAKE) --no-print-directory pg-install)
 
 .PHONY: all deps demo engine-demo test test-long lint format clean fuzz tsan pg pg-check pg-install pg-test install

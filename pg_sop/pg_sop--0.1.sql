@@ -1,4 +1,5 @@
-/* pg_sop--0.1.sql: the foreign-data wrapper (docs/pg_sop.md) */
+/* pg_sop--0.1.sql: the foreign-data wrapper (docs/pg_sop.md) and its
+ * two-phase commit (docs/two_phase_commit.md) */
 
 \echo Use "CREATE EXTENSION pg_sop" to load this file. \quit
 
@@ -15,3 +16,39 @@ LANGUAGE C STRICT;
 CREATE FOREIGN DATA WRAPPER pg_sop
   HANDLER pg_sop_handler
   VALIDATOR pg_sop_validator;
+
+-- One row per engine transaction prepared under a PostgreSQL transaction,
+-- written inside that transaction: visible exactly when it committed. The
+-- resolver reads it once clog no longer knows the xid, and deletes rows
+-- whose engine transaction is decided.
+CREATE TABLE pg_sop_decisions (
+  fxid xid8 NOT NULL,            -- the PostgreSQL transaction
+  server oid NOT NULL,           -- pg_foreign_server
+  txid uuid NOT NULL,            -- the engine transaction
+  gid text,                      -- PREPARE TRANSACTION's GID; NULL: plain COMMIT
+  created timestamptz NOT NULL,
+  PRIMARY KEY (server, txid)
+);
+REVOKE ALL ON pg_sop_decisions FROM PUBLIC;
+
+-- Decides every in-doubt engine transaction of this database's pg_sop
+-- servers whose PostgreSQL transaction has ended (the resolver worker does
+-- the same every pg_sop.resolver_naptime seconds).
+CREATE FUNCTION pg_sop_resolve(OUT server text, OUT txid uuid, OUT xid xid8, OUT gid text,
+                               OUT action text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME'
+LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION pg_sop_resolve() FROM PUBLIC;
+
+CREATE FUNCTION pg_sop_in_doubt_list(OUT server text, OUT txid uuid, OUT xid xid8, OUT gid text,
+                                     OUT owner text, OUT prepared timestamptz,
+                                     OUT xact_status text, OUT resolution text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME'
+LANGUAGE C STRICT VOLATILE;
+
+-- Engine transactions prepared and not yet decided, with what the resolver
+-- will do: wait (PostgreSQL transaction in progress or prepared), commit,
+-- roll back, or leave them (another cluster's or database's).
+CREATE VIEW pg_sop_in_doubt AS SELECT * FROM pg_sop_in_doubt_list();

@@ -7,7 +7,10 @@
 
 #include <sys/stat.h>
 
+#include "access/genam.h"
 #include "access/reloptions.h"
+#include "access/table.h"
+#include "access/twophase.h"
 #include "access/xact.h"
 #include "catalog/pg_foreign_server.h"
 #include "catalog/pg_foreign_table.h"
@@ -22,6 +25,7 @@
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 
 PG_MODULE_MAGIC;
 
@@ -92,6 +96,7 @@ static const OptDef opt_defs[] = {
     {"coordination", ForeignServerRelationId, false},
     {"redis_host", ForeignServerRelationId, false},
     {"redis_port", ForeignServerRelationId, false},
+    {"lock_ttl_ms", ForeignServerRelationId, false},
     {"ec_data_shards", ForeignServerRelationId, false},
     {"ec_parity_shards", ForeignServerRelationId, false},
     {"ec_paths", ForeignServerRelationId, true},
@@ -166,6 +171,8 @@ static void check_option(DefElem *d)
                      errmsg("option \"coordination\" must be local or redis, not \"%s\"", s)));
     } else if (strcmp(n, "redis_port") == 0) {
         int_opt(d, 1, 65535);
+    } else if (strcmp(n, "lock_ttl_ms") == 0) {
+        int_opt(d, 1000, 3600000);
     } else if (strcmp(n, "ec_data_shards") == 0 || strcmp(n, "ec_parity_shards") == 0) {
         int_opt(d, 1, 32);
     } else if (strcmp(n, "registry_hash_mod") == 0) {
@@ -228,7 +235,8 @@ Datum pg_sop_validator(PG_FUNCTION_ARGS)
             has_path = true;
         if (strcmp(d->defname, "coordination") == 0)
             redis = strcmp(defGetString(d), "redis") == 0;
-        if (strcmp(d->defname, "redis_host") == 0 || strcmp(d->defname, "redis_port") == 0)
+        if (strcmp(d->defname, "redis_host") == 0 || strcmp(d->defname, "redis_port") == 0 ||
+            strcmp(d->defname, "lock_ttl_ms") == 0)
             has_redis_host = true;
     }
     if (catalog == ForeignServerRelationId) {
@@ -237,8 +245,9 @@ Datum pg_sop_validator(PG_FUNCTION_ARGS)
                             errmsg("a pg_sop server needs the option \"path\" (the SOP "
                                    "database folder)")));
         if (has_redis_host && !redis)
-            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                            errmsg("redis_host and redis_port need coordination 'redis'")));
+            ereport(ERROR,
+                    (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                     errmsg("redis_host, redis_port and lock_ttl_ms need coordination 'redis'")));
     }
     PG_RETURN_VOID();
 }
@@ -294,7 +303,29 @@ static void close_all(int code, Datum arg)
     }
 }
 
-static void open_db(PgSopConn *c)
+bool pgsop_resolver_process = false;
+
+/* A user mapping of the server for the resolver, which runs as no
+ * particular user: the first one (its Redis credentials). */
+static UserMapping *any_user_mapping(Oid serverid)
+{
+    UserMapping *um = NULL;
+    Relation rel = table_open(UserMappingRelationId, AccessShareLock);
+    SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
+    HeapTuple tup;
+    while (um == NULL && HeapTupleIsValid(tup = systable_getnext(scan))) {
+        Form_pg_user_mapping m = (Form_pg_user_mapping)GETSTRUCT(tup);
+        if (m->umserver == serverid)
+            um = GetUserMapping(m->umuser, serverid);
+    }
+    systable_endscan(scan);
+    table_close(rel, AccessShareLock);
+    return um;
+}
+
+/* Opens the server's database; false when the folder does not exist and
+ * `create` is not set. */
+static bool open_db(PgSopConn *c, bool create)
 {
     ForeignServer *srv = GetForeignServer(c->serverid);
     UserMapping *um = NULL;
@@ -317,6 +348,8 @@ static void open_db(PgSopConn *c)
             o.redis.host = host;
         } else if (strcmp(d->defname, "redis_port") == 0)
             o.redis.port = (uint16_t)int_opt(d, 1, 65535);
+        else if (strcmp(d->defname, "lock_ttl_ms") == 0)
+            o.lock_ttl_ms = (uint32_t)int_opt(d, 1000, 3600000);
         else if (strcmp(d->defname, "registry_hash_mod") == 0)
             o.registry_hash_mod = (uint32_t)int_opt(d, 250, 750000);
         else if (strncmp(d->defname, "ec_", 3) == 0)
@@ -332,16 +365,14 @@ static void open_db(PgSopConn *c)
     if (path == NULL)
         ereport(ERROR, (errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
                         errmsg("server \"%s\" has no option \"path\"", srv->servername)));
-    PG_TRY();
-    {
-        um = GetUserMapping(GetUserId(), c->serverid);
+    if (pgsop_resolver_process) {
+        um = any_user_mapping(c->serverid);
+    } else if (SearchSysCacheExists2(USERMAPPINGUSERSERVER, ObjectIdGetDatum(GetUserId()),
+                                     ObjectIdGetDatum(c->serverid)) ||
+               SearchSysCacheExists2(USERMAPPINGUSERSERVER, ObjectIdGetDatum(InvalidOid),
+                                     ObjectIdGetDatum(c->serverid))) {
+        um = GetUserMapping(GetUserId(), c->serverid); /* the user's, else PUBLIC */
     }
-    PG_CATCH();
-    {
-        FlushErrorState();
-        um = NULL;
-    }
-    PG_END_TRY();
     if (um) {
         foreach (lc, um->options) {
             DefElem *d = lfirst(lc);
@@ -359,6 +390,8 @@ static void open_db(PgSopConn *c)
     sop_err_clear(&err);
     struct stat st;
     if (stat(path, &st) != 0) {
+        if (!create)
+            return false;
         /* a new database folder (its parent must exist) */
         sop_rc rc = sop_db_init(path, &o, &err);
         if (rc != SOP_OK)
@@ -370,9 +403,10 @@ static void open_db(PgSopConn *c)
         pgsop_error(rc, &err, "could not open the SOP database \"%s\" of server \"%s\"", path,
                     srv->servername);
     }
+    return true;
 }
 
-PgSopConn *pgsop_conn(Oid serverid)
+PgSopConn *pgsop_conn_db(Oid serverid, bool create)
 {
     if (conns == NULL) {
         HASHCTL ctl;
@@ -387,8 +421,14 @@ PgSopConn *pgsop_conn(Oid serverid)
     if (!found) {
         memset((char *)c + sizeof(Oid), 0, sizeof(*c) - sizeof(Oid));
     }
-    if (c->db == NULL)
-        open_db(c);
+    if (c->db == NULL && !open_db(c, create))
+        return NULL;
+    return c;
+}
+
+PgSopConn *pgsop_conn(Oid serverid)
+{
+    PgSopConn *c = pgsop_conn_db(serverid, true);
     if (c->poisoned)
         ereport(ERROR, (errcode(ERRCODE_IN_FAILED_SQL_TRANSACTION),
                         errmsg("a savepoint rollback undid changes to pg_sop tables: the "
@@ -453,19 +493,38 @@ void pgsop_cursor_close(PgSopConn *c, sop_cursor *cur)
 
 /* ---- transactions ------------------------------------------------------- */
 
-static void end_txn(PgSopConn *c, bool commit)
+static void close_cursors(PgSopConn *c)
 {
     ListCell *lc;
     foreach (lc, c->cursors)
         sop_cursor_close(lfirst(lc));
     list_free(c->cursors);
     c->cursors = NIL;
+}
+
+/* After PostgreSQL decided (COMMIT, ABORT): never raises (an ERROR here
+ * is a PANIC); what fails is left to the resolver. */
+static void end_txn(PgSopConn *c, bool commit)
+{
+    close_cursors(c);
     if (c->txn == NULL)
         return;
     sop_err err;
     sop_err_clear(&err);
-    if (commit) {
-        sop_rc rc = sop_txn_phase2(c->txn, &err);
+    sop_rc rc;
+    if (c->eprepared) {
+        if (commit)
+            pgsop_pause_point("commit.before_engine_commit");
+        rc =
+            commit ? sop_db_commit_prepared(c->db, c->etxid, &err) : sop_txn_rollback(c->txn, &err);
+        if (rc != SOP_OK && rc != SOP_NOTFOUND) /* NOTFOUND: the resolver did it */
+            ereport(WARNING,
+                    (errmsg("pg_sop: the SOP transaction is prepared but not yet %s: %s",
+                            commit ? "committed" : "rolled back", sop_rc_message(rc)),
+                     errdetail("%s", err.msg),
+                     errhint("The pg_sop resolver finishes it (pg_sop_in_doubt lists it).")));
+    } else if (commit) {
+        rc = sop_txn_phase2(c->txn, &err);
         if (rc != SOP_OK)
             ereport(WARNING, (errmsg("pg_sop: the SOP commit is durable but not yet applied: %s",
                                      sop_rc_message(rc)),
@@ -476,8 +535,76 @@ static void end_txn(PgSopConn *c, bool commit)
     }
     sop_txn_free(c->txn);
     c->txn = NULL;
+    c->eprepared = false;
     c->writes = 0;
     c->poisoned = false;
+}
+
+/* The connections with an engine transaction, in a list (so a phase that
+ * raises leaves no hash scan open). */
+static List *active_conns(void)
+{
+    List *l = NIL;
+    HASH_SEQ_STATUS st;
+    PgSopConn *c;
+    if (conns == NULL)
+        return NIL;
+    hash_seq_init(&st, conns);
+    while ((c = hash_seq_search(&st)) != NULL)
+        if (c->txn)
+            l = lappend(l, c);
+    return l;
+}
+
+static void check_poisoned(PgSopConn *c)
+{
+    if (c->poisoned)
+        ereport(ERROR, (errcode(ERRCODE_IN_FAILED_SQL_TRANSACTION),
+                        errmsg("a savepoint rollback undid changes to pg_sop tables: "
+                               "the transaction was rolled back")));
+}
+
+/* A transaction that read but did not write: validated and ended now. */
+static void commit_reader(PgSopConn *c)
+{
+    close_cursors(c);
+    sop_err err;
+    sop_err_clear(&err);
+    sop_rc rc = sop_txn_commit(c->txn, &err);
+    sop_txn_free(c->txn);
+    c->txn = NULL;
+    if (rc != SOP_OK)
+        pgsop_error(rc, &err, "could not commit the SOP transaction");
+}
+
+static void pre_prepare(PgSopConn *c)
+{
+    check_poisoned(c);
+    if (c->writes == 0) {
+        commit_reader(c);
+        return;
+    }
+    if (!pgsop_preloaded)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("PREPARE TRANSACTION of a transaction that changed pg_sop tables "
+                               "needs pg_sop in shared_preload_libraries"),
+                        errhint("Add pg_sop to shared_preload_libraries in postgresql.conf and "
+                                "restart the server: its resolver finishes prepared "
+                                "transactions after a crash.")));
+    if (max_prepared_xacts == 0)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("prepared transactions are disabled"),
+                        errhint("Set max_prepared_transactions to a nonzero value.")));
+    if (MyXactFlags & XACT_FLAGS_ACCESSEDTEMPNAMESPACE)
+        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                        errmsg("cannot PREPARE a transaction that has operated on temporary "
+                               "objects")));
+    const char *gid = pgsop_captured_gid();
+    if (gid == NULL)
+        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                        errmsg("pg_sop could not learn the GID of this PREPARE TRANSACTION"),
+                        errdetail("pg_sop reads it from the PREPARE TRANSACTION statement.")));
+    pgsop_prepare_engine(c, gid);
 }
 
 static void xact_callback(XactEvent event, void *arg)
@@ -486,45 +613,47 @@ static void xact_callback(XactEvent event, void *arg)
         return;
     HASH_SEQ_STATUS st;
     PgSopConn *c;
+    ListCell *lc;
+    List *active;
     switch (event) {
     case XACT_EVENT_PRE_COMMIT:
     case XACT_EVENT_PARALLEL_PRE_COMMIT:
-        hash_seq_init(&st, conns);
-        while ((c = hash_seq_search(&st)) != NULL) {
-            if (c->txn == NULL)
-                continue;
-            if (c->poisoned) {
-                hash_seq_term(&st);
-                ereport(ERROR, (errcode(ERRCODE_IN_FAILED_SQL_TRANSACTION),
-                                errmsg("a savepoint rollback undid changes to pg_sop tables: "
-                                       "the transaction was rolled back")));
-            }
-            ListCell *lc;
-            foreach (lc, c->cursors)
-                sop_cursor_close(lfirst(lc));
-            list_free(c->cursors);
-            c->cursors = NIL;
-            sop_err err;
-            sop_err_clear(&err);
-            sop_rc rc = sop_txn_phase1(c->txn, &err);
-            if (rc != SOP_OK) {
-                sop_txn_free(c->txn);
-                c->txn = NULL;
-                hash_seq_term(&st);
-                pgsop_error(rc, &err, "could not commit the SOP transaction");
-            }
+        /* a changing transaction is prepared in the engine, and commits
+         * there after PostgreSQL's commit record (docs/two_phase_commit.md) */
+        active = active_conns();
+        foreach (lc, active) {
+            c = lfirst(lc);
+            check_poisoned(c);
+            if (c->writes > 0)
+                pgsop_prepare_engine(c, NULL);
+            else
+                commit_reader(c);
         }
+        list_free(active);
         break;
     case XACT_EVENT_PRE_PREPARE:
+        active = active_conns();
+        foreach (lc, active)
+            pre_prepare(lfirst(lc));
+        list_free(active);
+        break;
+    case XACT_EVENT_PREPARE:
+        /* the engine transaction now belongs to the prepared transaction:
+         * detached, never rolled back by this backend */
         hash_seq_init(&st, conns);
         while ((c = hash_seq_search(&st)) != NULL) {
-            if (c->txn != NULL) {
-                hash_seq_term(&st);
-                ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                                errmsg("PREPARE TRANSACTION is not supported yet for transactions "
-                                       "that used pg_sop tables")));
-            }
+            close_cursors(c);
+            if (c->txn)
+                sop_txn_free(c->txn); /* prepared: freeing decides nothing */
+            c->txn = NULL;
+            c->eprepared = false;
+            c->writes = 0;
+            c->poisoned = false;
         }
+        list_free(subxact_marks);
+        subxact_marks = NIL;
+        pgsop_forget_stashes();
+        pgsop_forget_gid();
         break;
     case XACT_EVENT_COMMIT:
     case XACT_EVENT_PARALLEL_COMMIT:
@@ -536,6 +665,7 @@ static void xact_callback(XactEvent event, void *arg)
         list_free(subxact_marks);
         subxact_marks = NIL;
         pgsop_forget_stashes();
+        pgsop_forget_gid();
         break;
     default:
         break;
@@ -593,6 +723,7 @@ static void subxact_callback(SubXactEvent event, SubTransactionId mine, SubTrans
 
 void _PG_init(void)
 {
+    pgsop_twophase_init();
     RegisterXactCallback(xact_callback, NULL);
     RegisterSubXactCallback(subxact_callback, NULL);
 }

@@ -36,15 +36,20 @@ typedef struct PgSopConn {
     Oid serverid; /* hash key */
     sop_db *db;
     sop_txn *txn;
-    uint64 writes;   /* engine changes made by the current transaction */
-    bool poisoned;   /* a savepoint rollback undid engine changes */
-    List *cursors;   /* open sop_cursor *, closed at transaction end */
+    uint64 writes;  /* engine changes made by the current transaction */
+    bool poisoned;  /* a savepoint rollback undid engine changes */
+    List *cursors;  /* open sop_cursor *, closed at transaction end */
+    bool eprepared; /* txn is prepared in the engine (etxid), awaiting PG */
+    uint8_t etxid[SOP_ID_LEN];
     char path[1024]; /* for messages */
 } PgSopConn;
 
 /* The connection of a server, with an engine transaction begun for the
  * current PostgreSQL transaction. */
 PgSopConn *pgsop_conn(Oid serverid);
+/* The connection with its database open (no transaction begun). A
+ * missing database folder is created with `create`, else NULL. */
+PgSopConn *pgsop_conn_db(Oid serverid, bool create);
 /* Records an engine change (savepoint tracking, one writer per xact). */
 void pgsop_note_write(PgSopConn *c);
 /* Cursors closed with the transaction if the executor did not. */
@@ -66,6 +71,21 @@ typedef struct PgSopTableOpts {
     sop_value_placement placement;
 } PgSopTableOpts;
 void pgsop_table_options(Oid relid, PgSopTableOpts *o);
+
+/* ---- twophase.c (docs/two_phase_commit.md) ---- */
+
+extern bool pgsop_preloaded;        /* loaded by shared_preload_libraries */
+extern bool pgsop_resolver_process; /* this process is a resolver worker */
+extern char *pgsop_pause_at;        /* GUC pg_sop.debug_pause_at */
+void pgsop_twophase_init(void);     /* GUCs, hooks, the launcher */
+/* Test hook: pauses forever when pg_sop.debug_pause_at names `name`. */
+void pgsop_pause_point(const char *name);
+/* PRE_COMMIT/PRE_PREPARE: decision row, WAL flush, engine prepare under
+ * the owner tag (gid NULL for a plain commit). ERRORs on failure. */
+void pgsop_prepare_engine(PgSopConn *c, const char *gid);
+/* The GID of the PREPARE TRANSACTION being run, or NULL. */
+const char *pgsop_captured_gid(void);
+void pgsop_forget_gid(void);
 
 /* fdw.c: drops the UPDATE/DELETE row identities at transaction end. */
 void pgsop_forget_stashes(void);

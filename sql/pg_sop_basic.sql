@@ -123,13 +123,6 @@ INSERT INTO people VALUES (3003, 'lost', 'Oslo', 1);
 INSERT INTO people VALUES (3000, 'duplicate', 'Oslo', 1);
 COMMIT;
 SELECT count(*) FROM people WHERE id > 3000;
--- PREPARE TRANSACTION is refused (for now) when pg_sop tables were used
-BEGIN;
-INSERT INTO people VALUES (3004, 'prepared', 'Oslo', 1);
-PREPARE TRANSACTION 'p1';
-SELECT count(*) FROM people WHERE id > 3000;
-SELECT count(*) FROM pg_prepared_xacts;
-
 -- TRUNCATE is transactional
 BEGIN;
 TRUNCATE people;
