@@ -37,7 +37,7 @@ static sop_rc touch_claim(void *ctx, const char *store, const uint8_t lid[16])
     EXPECT(sop__store_name_valid(store)); /* the parser let no bad name through */
     for (const char *p = store; *p; p++)
         s->sum += (unsigned char)*p;
-    for (int i = 0; i < 16; i++)
+    for (int i = 0; lid && i < 16; i++) /* NULL: a claim on the store itself */
         s->sum += lid[i];
     s->claims++;
     return SOP_OK;
