@@ -502,6 +502,18 @@ static void close_cursors(PgSopConn *c)
     c->cursors = NIL;
 }
 
+/* Frees the engine transaction handle (a prepared one stays prepared:
+ * freeing it decides nothing) and the per-transaction state. */
+static void forget_txn(PgSopConn *c)
+{
+    close_cursors(c);
+    sop_txn_free(c->txn);
+    c->txn = NULL;
+    c->eprepared = false;
+    c->writes = 0;
+    c->poisoned = false;
+}
+
 /* After PostgreSQL decided (COMMIT, ABORT): never raises (an ERROR here
  * is a PANIC); what fails is left to the resolver. */
 static void end_txn(PgSopConn *c, bool commit)
@@ -533,11 +545,7 @@ static void end_txn(PgSopConn *c, bool commit)
     } else {
         sop_txn_rollback(c->txn, &err);
     }
-    sop_txn_free(c->txn);
-    c->txn = NULL;
-    c->eprepared = false;
-    c->writes = 0;
-    c->poisoned = false;
+    forget_txn(c);
 }
 
 /* The connections with an engine transaction, in a list (so a phase that
@@ -641,15 +649,8 @@ static void xact_callback(XactEvent event, void *arg)
         /* the engine transaction now belongs to the prepared transaction:
          * detached, never rolled back by this backend */
         hash_seq_init(&st, conns);
-        while ((c = hash_seq_search(&st)) != NULL) {
-            close_cursors(c);
-            if (c->txn)
-                sop_txn_free(c->txn); /* prepared: freeing decides nothing */
-            c->txn = NULL;
-            c->eprepared = false;
-            c->writes = 0;
-            c->poisoned = false;
-        }
+        while ((c = hash_seq_search(&st)) != NULL)
+            forget_txn(c);
         list_free(subxact_marks);
         subxact_marks = NIL;
         pgsop_forget_stashes();

@@ -70,12 +70,16 @@
 #include "utils/xid8.h"
 
 char *pgsop_pause_at = NULL;
+/* test hook: the resolver treats every xid as too old for clog, so the
+ * decision table decides (clog truncation takes ~10^6 xids to reach) */
+static bool debug_xid_unknown = false;
 static int resolver_naptime = 10;
 bool pgsop_preloaded = false;
 
 static ProcessUtility_hook_type prev_utility = NULL;
 static char captured_gid[GIDSIZE];
 static bool have_gid = false;
+static bool gid_too_long = false;
 
 /* ---- test pauses ---------------------------------------------------------- */
 
@@ -188,7 +192,6 @@ void pgsop_prepare_engine(PgSopConn *c, const char *gid)
     HeapTuple tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
     CatalogTupleInsert(rel, tup);
     table_close(rel, NoLock);
-    CommandCounterIncrement();
     /* invariant 1: the xid (and the row) reach WAL before the engine
      * holds anything under it; the commit itself is synchronous */
     XLogFlush(XactLastRecEnd);
@@ -317,7 +320,7 @@ static Verdict judge(Oid serverid, const InDoubt *d, OwnerTag *o, XidStatus *st)
     *st = XS_UNKNOWN;
     if (!parse_owner(d->owner, o) || o->sysid != GetSystemIdentifier() || o->db != MyDatabaseId)
         return V_NOT_OURS;
-    *st = xid_status(o->fxid);
+    *st = debug_xid_unknown ? XS_UNKNOWN : xid_status(o->fxid);
     switch (*st) {
     case XS_IN_PROGRESS:
         return V_WAIT;
@@ -527,7 +530,8 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
          * reads it from here (the statement only marks the block; the
          * prepare happens when it ends) */
         strlcpy(captured_gid, ts->gid, sizeof(captured_gid));
-        have_gid = strlen(ts->gid) < sizeof(captured_gid);
+        gid_too_long = strlen(ts->gid) >= sizeof(captured_gid);
+        have_gid = true;
     }
     if (prev_utility)
         prev_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
@@ -540,6 +544,9 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
 
 const char *pgsop_captured_gid(void)
 {
+    if (have_gid && gid_too_long) /* PostgreSQL refuses it, after PRE_PREPARE */
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("transaction identifier \"%s...\" is too long", captured_gid)));
     return have_gid ? captured_gid : NULL;
 }
 
@@ -751,6 +758,10 @@ void pgsop_twophase_init(void)
                                "Test hook: a pg_sop or engine step at which to pause forever.",
                                "For crash tests only (tests/pg/tap).", &pgsop_pause_at, "",
                                PGC_SUSET, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
+    DefineCustomBoolVariable("pg_sop.debug_xid_status_unknown",
+                             "Test hook: the resolver decides from the decision table only.",
+                             "For crash tests only (tests/pg/tap).", &debug_xid_unknown, false,
+                             PGC_SUSET, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
     DefineCustomIntVariable(
         "pg_sop.resolver_naptime", "Seconds between the resolver's passes over the databases.",
         "0 turns the passes off (pg_sop_resolve() still works).", &resolver_naptime, 10, 0, 3600,

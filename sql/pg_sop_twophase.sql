@@ -65,6 +65,13 @@ SELECT gid FROM pg_sop_in_doubt;
 COMMIT PREPARED 'dup';
 SELECT * FROM acct WHERE id < 10 OR id = 395;
 
+-- a GID PostgreSQL would refuse is refused before the engine prepares
+BEGIN;
+INSERT INTO acct VALUES (8, 8);
+SELECT 'PREPARE TRANSACTION ''' || repeat('x', 200) || '''' AS stmt \gset
+:stmt;
+SELECT count(*) FROM acct WHERE id = 8;
+
 -- a savepoint rollback after writes cannot be prepared
 BEGIN;
 INSERT INTO acct VALUES (6, 6);

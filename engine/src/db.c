@@ -558,7 +558,7 @@ static uint64_t take64(rd *r)
 #define REDO_CREATE 1u
 #define REDO_DROP   2u
 /* prepared files only: the state is relative - count is a signed delta,
- * seq a hint - and sop__redo_rebase makes it absolute before the COMMIT
+ * seq a hint - and redo_rebase makes it absolute before the COMMIT
  * record is written (a prepared transaction is decided after other
  * commits to its stores) */
 #define REDO_RELATIVE 4u
