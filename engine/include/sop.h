@@ -313,6 +313,26 @@ typedef struct sop_redis_options {
     uint32_t timeout_ms;  /* connect and every command (default 2000) */
 } sop_redis_options;
 
+/*
+ * Erasure coding (docs/erasure_coding.md): every blob (node body or separately
+ * stored value) of the stores it covers is split by Reed-Solomon into
+ * data_shards pieces plus parity_shards parity pieces, shard i written under
+ * paths[i] (one folder per drive). Any parity_shards of them may be lost or
+ * rot: every shard a read uses is checksummed, and the missing or bad ones
+ * are rebuilt from the others (and rewritten when `repair`). More damage than
+ * that is SOP_CORRUPT, never wrong bytes.
+ */
+#define SOP_EC_SHARDS_MAX 32u /* data + parity shards */
+typedef struct sop_ec_config {
+    /* NULL or "": the database's default, for every store without an entry
+     * of its own; otherwise the store (which need not exist yet) it is for. */
+    const char *store;
+    uint32_t data_shards;     /* >= 1 */
+    uint32_t parity_shards;   /* >= 1, data + parity <= SOP_EC_SHARDS_MAX */
+    const char *const *paths; /* data + parity distinct folders, one per drive */
+    bool repair;              /* SOP's repair_corrupted_shards */
+} sop_ec_config;
+
 typedef struct sop_db_options {
     /* sop_db_init only: the registry's hash modulus (SOP's
      * RegistryHashModValue): 250 (the default and minimum) .. 750000. Fixed
@@ -333,6 +353,14 @@ typedef struct sop_db_options {
     /* The process-wide L1 cache of decoded nodes, in bytes (default 64 MiB;
      * the largest value any open database asked for wins). */
     uint64_t l1_cache_bytes;
+    /* Erasure coding: ec_count entries, at most one per store plus one
+     * default. sop_db_init records them with the database (they decide where
+     * every blob lives, so they are fixed for its life). sop_db_open with
+     * ec_count 0 uses the recorded ones; with entries, they must name the
+     * same stores, shard counts and paths (SOP_INVALID otherwise) and their
+     * `repair` flags override the recorded ones. */
+    const sop_ec_config *ec;
+    uint32_t ec_count;
 } sop_db_options;
 
 SOP_API void sop_db_options_init(sop_db_options *o);
@@ -371,6 +399,46 @@ typedef struct sop_check_report {
  */
 SOP_API sop_rc sop_db_check(sop_db *db, void (*problem)(void *ctx, const char *msg), void *ctx,
                             sop_check_report *report, sop_err *err);
+
+/*
+ * Scrub (`sop scrub DIR`): reads every shard of every live blob of every
+ * erasure-coded store (and every blob of the other stores), verifies each,
+ * and with `repair` rewrites the missing and corrupt shards that can be
+ * rebuilt. Each problem goes to `problem` (may be NULL) as one line;
+ * `progress` (may be NULL) is called as blobs are done, per store. Returns
+ * SOP_OK when every blob is readable (repaired or not: see the report),
+ * SOP_CORRUPT when some blob cannot be read.
+ */
+typedef struct sop_scrub_report {
+    uint64_t stores;          /* stores scrubbed */
+    uint64_t blobs;           /* live blobs read */
+    uint64_t shards;          /* shards read and verified (a plain blob counts one) */
+    uint64_t bad_shards;      /* missing, unreadable or failing verification */
+    uint64_t repaired_shards; /* of those, rewritten */
+    uint64_t lost_blobs;      /* blobs that could not be read (too many bad shards) */
+    uint64_t orphan_blobs;    /* blobs no store refers to (removed when repairing) */
+} sop_scrub_report;
+SOP_API sop_rc sop_db_scrub(sop_db *db, bool repair,
+                            void (*progress)(void *ctx, const char *store, uint64_t done,
+                                             uint64_t total),
+                            void (*problem)(void *ctx, const char *msg), void *ctx,
+                            sop_scrub_report *report, sop_err *err);
+
+/* The health of each drive folder of each erasure-coding entry (`sop status
+ * DIR`). store: NULL for the default entry. state: SOP_OK; SOP_NOTFOUND (the
+ * folder or its marker is missing - a replaced drive; the marker is written
+ * again on open); SOP_INVALID (the marker belongs to another database or
+ * shard: wrong path order); SOP_IO or SOP_CORRUPT (unreadable). */
+typedef struct sop_ec_drive {
+    const char *store;
+    uint32_t index, data_shards, parity_shards;
+    const char *path;
+    bool repair;
+    sop_rc state;
+    char detail[SOP_ERR_MSG_MAX];
+} sop_ec_drive;
+SOP_API sop_rc sop_db_ec_drives(sop_db *db, void (*fn)(void *ctx, const sop_ec_drive *drive),
+                                void *ctx, sop_err *err);
 
 /* The hash modulus the database was created with. */
 SOP_API uint32_t sop_db_hash_mod(const sop_db *db);

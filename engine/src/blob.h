@@ -31,9 +31,31 @@ typedef struct sop__blobstore sop__blobstore;
 sop_rc sop__blob_open(const char *root, sop__blobstore **out, sop_err *err);
 void sop__blob_close(sop__blobstore *bs);
 
+/* An erasure-coded blob store (erasure.h): the same calls, each blob kept as
+ * k+p shards under <c->paths[i]>/<store>. c must outlive the handle. */
+struct sop__ecconf;
+sop_rc sop__blob_open_ec(const struct sop__ecconf *c, const char *store, sop__blobstore **out,
+                         sop_err *err);
+bool sop__blob_is_ec(const sop__blobstore *bs);
+/* Reads and verifies a blob as scrub does: every shard of an erasure-coded
+ * blob (repairing with `repair`), the whole file of a plain one. Counters as
+ * sop__ec_scrub. */
+sop_rc sop__blob_scrub(sop__blobstore *bs, const uint8_t id[16], bool repair, uint64_t *shards,
+                       uint64_t *bad, uint64_t *repaired,
+                       void (*problem)(void *ctx, const char *msg), void *ctx, sop_err *err);
+/* Removes whatever is left of a blob (every shard on every drive). */
+sop_rc sop__blob_remove_all(sop__blobstore *bs, const uint8_t id[16], sop_err *err);
+/* SOP_OK if the blob's file (shard i's file for the plain store a shard
+ * lives in) exists, SOP_NOTFOUND if not. */
+sop_rc sop__blob_exists(sop__blobstore *bs, const uint8_t id[16], sop_err *err);
+
 /* fsync the file and its <hh> folder, and the root and the root's parent
  * until this handle has synced them once (blob.c invariant 3). */
 #define SOP__BLOB_SYNC 1u
+/* Replace a blob whose bytes may differ (an erasure-coding shard being
+ * repaired): written under a temporary name in its folder, synced, renamed
+ * over the old file, folder synced. Implies SOP__BLOB_SYNC. */
+#define SOP__BLOB_REPLACE 2u
 
 /* The largest blob: a separately stored value of SOP_VALUE_SEPARATE_MAX
  * (1 GiB) bytes plus 64 KiB for its encoding's header. Bigger is SOP_LIMIT

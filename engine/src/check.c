@@ -26,9 +26,27 @@ typedef struct checker {
     void (*problem)(void *ctx, const char *msg);
     void *ctx;
     sop_check_report *rep;
+    /* scrub (sop_db_scrub): every blob read shard by shard, with repair;
+     * otherwise only erasure-coded stores get the shard pass, read-only */
+    sop_scrub_report *scrub;
+    bool repair;
+    void (*progress)(void *ctx, const char *store, uint64_t done, uint64_t total);
 } checker;
 
 static void report(checker *k, const char *fmt, ...) SOP__PRINTF(2, 3);
+static void note(checker *k, const char *fmt, ...) SOP__PRINTF(2, 3);
+/* A line for the caller that is not a problem (scrub's repaired shards). */
+static void note(checker *k, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (k->problem)
+        k->problem(k->ctx, msg);
+}
+
 static void report(checker *k, const char *fmt, ...)
 {
     char msg[1024];
@@ -132,7 +150,62 @@ static sop_rc check_blob(void *ctx, const uint8_t id[16])
         return SOP_OK;
     char text[SOP__UUID_TEXT_LEN + 1];
     sop__uuid_format(id, text);
-    report(s->k, "store %s: blob %s is not referenced (orphan)", s->name, text);
+    if (s->k->scrub == NULL) {
+        report(s->k, "store %s: blob %s is not referenced (orphan)", s->name, text);
+        return SOP_OK;
+    }
+    s->k->scrub->orphan_blobs++;
+    if (!s->k->repair) {
+        note(s->k, "store %s: blob %s is not referenced (orphan)", s->name, text);
+        return SOP_OK;
+    }
+    sop_err e;
+    if (sop__blob_remove_all(s->blobs, id, &e) != SOP_OK)
+        report(s->k, "store %s: orphan blob %s: %s", s->name, text, e.msg);
+    else
+        note(s->k, "store %s: blob %s was not referenced (orphan): removed", s->name, text);
+    return SOP_OK;
+}
+
+static void shard_problem(void *ctx, const char *msg)
+{
+    store_check *s = ctx;
+    if (s->k->scrub != NULL)
+        note(s->k, "store %s: %s", s->name, msg); /* counted in the scrub report */
+    else
+        report(s->k, "store %s: %s", s->name, msg);
+}
+
+/* Every shard of every live blob (the tree walk read only what a reader
+ * reads: k data shards). */
+static sop_rc shard_pass(store_check *s)
+{
+    checker *k = s->k;
+    sop_scrub_report sink;
+    memset(&sink, 0, sizeof(sink));
+    sop_scrub_report *sr = k->scrub ? k->scrub : &sink;
+    uint64_t total = s->bodies.count + s->values.count, done = 0;
+    sop__idmap *maps[2] = {&s->bodies, &s->values};
+    for (int m = 0; m < 2; m++) {
+        sop__idmap_slot *slot;
+        for (size_t pos = 0; (pos = sop__idmap_next(maps[m], pos, &slot)) != 0;) {
+            sop_err e;
+            sop_err_clear(&e);
+            sr->blobs++;
+            sop_rc rc = sop__blob_scrub(s->blobs, slot->id, k->repair, &sr->shards, &sr->bad_shards,
+                                        &sr->repaired_shards, shard_problem, s, &e);
+            if (rc == SOP_NOMEM) {
+                *s->err = e;
+                return rc;
+            }
+            if (rc != SOP_OK) {
+                sr->lost_blobs++;
+                report(k, "store %s: %s", s->name, e.msg);
+            }
+            if (k->progress != NULL && (++done % 64 == 0 || done == total))
+                k->progress(k->ctx, s->name, done, total);
+        }
+    }
     return SOP_OK;
 }
 
@@ -217,10 +290,15 @@ static sop_rc check_store(sop_db *db, checker *k, const char *name, sop_err *err
         sop__uuid_format(slot->id, text);
         report(k, "store %s: node %s is registered but not in the tree (leaked)", name, text);
     }
+    /* every shard of every live blob */
+    if (k->scrub != NULL || sop__blob_is_ec(st->blobs))
+        rc = shard_pass(&s);
     /* every blob is a live body or value */
-    rc = sop__blob_list(st->blobs, check_blob, &s, &e);
-    if (rc != SOP_OK)
-        *err = e;
+    if (rc == SOP_OK) {
+        rc = sop__blob_list(st->blobs, check_blob, &s, &e);
+        if (rc != SOP_OK)
+            *err = e;
+    }
     k->rep->items += s.items;
     k->rep->nodes += s.nodes;
 out:
@@ -231,14 +309,12 @@ out:
     return rc;
 }
 
-sop_rc sop_db_check(sop_db *db, void (*problem)(void *ctx, const char *msg), void *ctx,
-                    sop_check_report *report_out, sop_err *err)
+static sop_rc run(sop_db *db, checker *kk, sop_err *err)
 {
-    if (db == NULL)
-        return sop__err_set(err, SOP_INVALID, 0, "sop_db_check: NULL database");
+    checker k = *kk;
     sop_check_report rep;
     memset(&rep, 0, sizeof(rep));
-    checker k = {problem, ctx, &rep};
+    k.rep = &rep;
     SOP__TRY(sop_db_recover(db, err));
     char **names;
     size_t n;
@@ -255,12 +331,39 @@ sop_rc sop_db_check(sop_db *db, void (*problem)(void *ctx, const char *msg), voi
         rc = check_store(db, &k, names[i], err);
     }
     sop__repo_list_free(names, n);
-    if (report_out)
-        *report_out = rep;
+    if (kk->rep)
+        *kk->rep = rep;
+    if (k.scrub)
+        k.scrub->stores = rep.stores;
     if (rc != SOP_OK)
         return rc;
     if (rep.problems)
-        return sop__err_set(err, SOP_CORRUPT, 0, "check: %llu problems found",
-                            (unsigned long long)rep.problems);
+        return sop__err_set(err, SOP_CORRUPT, 0, "%s: %llu problems found",
+                            k.scrub ? "scrub" : "check", (unsigned long long)rep.problems);
     return SOP_OK;
+}
+
+sop_rc sop_db_check(sop_db *db, void (*problem)(void *ctx, const char *msg), void *ctx,
+                    sop_check_report *report_out, sop_err *err)
+{
+    if (db == NULL)
+        return sop__err_set(err, SOP_INVALID, 0, "sop_db_check: NULL database");
+    checker k = {problem, ctx, report_out, NULL, false, NULL};
+    return run(db, &k, err);
+}
+
+sop_rc sop_db_scrub(sop_db *db, bool repair,
+                    void (*progress)(void *ctx, const char *store, uint64_t done, uint64_t total),
+                    void (*problem)(void *ctx, const char *msg), void *ctx,
+                    sop_scrub_report *report_out, sop_err *err)
+{
+    if (db == NULL)
+        return sop__err_set(err, SOP_INVALID, 0, "sop_db_scrub: NULL database");
+    sop_scrub_report sr;
+    memset(&sr, 0, sizeof(sr));
+    checker k = {problem, ctx, NULL, &sr, repair, progress};
+    sop_rc rc = run(db, &k, err);
+    if (report_out)
+        *report_out = sr;
+    return rc;
 }

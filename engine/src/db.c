@@ -123,6 +123,172 @@ static sop_rc mkdir_p1(sop__site site, const char *path, sop_err *err)
     return rc == SOP_EXISTS ? SOP_OK : rc;
 }
 
+/* ---- the erasure-coding configuration (file "erasure") ------------------ */
+
+/* Writes a small file durably: temporary name, fsync, rename, folder fsync. */
+static sop_rc write_file_durably(sop__site site, const char *dir, const char *name,
+                                 const void *data, size_t len, sop_err *err)
+{
+    char path[SOP__PATH_MAX], tmp[SOP__PATH_MAX + 8];
+    SOP__TRY(path_join(path, err, dir, name));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd;
+    SOP__TRY(sop__os_open(site, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600, &fd, err));
+    sop_rc rc = sop__os_pwrite_all(site, fd, data, len, 0, tmp, err);
+    if (rc == SOP_OK)
+        rc = sop__os_fsync(site, fd, tmp, err);
+    sop__os_close(site, fd, tmp, NULL);
+    if (rc == SOP_OK)
+        rc = sop__os_rename(site, tmp, path, err);
+    if (rc == SOP_OK)
+        rc = sop__os_fsync_dir(site, dir, err);
+    return rc;
+}
+
+/* The recorded entries (none: *n = 0 and *out NULL). */
+static sop_rc ec_read(const char *dir, sop__ecconf **out, uint32_t *n, sop_err *err)
+{
+    *out = NULL;
+    *n = 0;
+    char path[SOP__PATH_MAX];
+    SOP__TRY(path_join(path, err, dir, "erasure"));
+    int fd;
+    sop_rc rc = sop__os_open(SOP__SITE_EC_CONFIG, path, O_RDONLY, 0, &fd, err);
+    if (rc == SOP_NOTFOUND)
+        return SOP_OK;
+    SOP__TRY(rc);
+    struct stat st;
+    uint8_t *buf = NULL;
+    rc = sop__os_fstat(SOP__SITE_EC_CONFIG, fd, &st, path, err);
+    if (rc == SOP_OK && (st.st_size < 0 || st.st_size > (1 << 24)))
+        rc = sop__err_set(err, SOP_CORRUPT, 0, "%s: %lld bytes", path, (long long)st.st_size);
+    if (rc == SOP_OK && (buf = sop__malloc((size_t)st.st_size + 1)) == NULL)
+        rc = sop__err_set(err, SOP_NOMEM, 0, "no memory to read %s", path);
+    if (rc == SOP_OK)
+        rc = sop__os_pread_full(SOP__SITE_EC_CONFIG, fd, buf, (size_t)st.st_size, 0, NULL, path,
+                                err);
+    sop__os_close(SOP__SITE_EC_CONFIG, fd, path, NULL);
+    if (rc == SOP_OK)
+        rc = sop__ecconf_decode(buf, (size_t)st.st_size, path, out, n, err);
+    sop__free(buf);
+    return rc;
+}
+
+/* Every drive folder gets its marker (a folder already marked for this
+ * database and shard is fine: sop_db_init may be re-run). */
+static sop_rc ec_mark_drives(const sop__ecconf *ec, uint32_t n, const uint8_t id[16], sop_err *err)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t j = 0; j < ec[i].k + ec[i].p; j++) {
+            sop_err e = {0};
+            sop_rc rc = sop__ec_marker_check(&ec[i], j, id, &e);
+            if (rc == SOP_OK)
+                continue;
+            if (rc == SOP_INVALID) {
+                if (err)
+                    *err = e;
+                return rc;
+            }
+            SOP__TRY(sop__ec_marker_write(&ec[i], j, id, err));
+        }
+    }
+    return SOP_OK;
+}
+
+/* sop_db_init's folders: txlog/, stores/, and with erasure coding the
+ * configuration file and the drive markers - all before the header, so a
+ * header never names a database that lacks them. */
+static sop_rc init_folders(const char *dir, const sop__ecconf *ec, uint32_t n, const uint8_t id[16],
+                           sop_err *err)
+{
+    char sub[SOP__PATH_MAX];
+    /* the drives first: a folder that cannot be used (or belongs to another
+     * database) fails the init before the database folder is touched */
+    SOP__TRY(ec_mark_drives(ec, n, id, err));
+    SOP__TRY(mkdir_p1(SOP__SITE_DB_HEADER, dir, err));
+    SOP__TRY(path_join(sub, err, dir, "txlog"));
+    SOP__TRY(mkdir_p1(SOP__SITE_DB_HEADER, sub, err));
+    SOP__TRY(path_join(sub, err, dir, "stores"));
+    SOP__TRY(mkdir_p1(SOP__SITE_DB_HEADER, sub, err));
+    if (n == 0)
+        return SOP_OK;
+    uint8_t *buf;
+    size_t len;
+    SOP__TRY(sop__ecconf_encode(ec, n, &buf, &len, err));
+    sop_rc rc = write_file_durably(SOP__SITE_EC_CONFIG, dir, "erasure", buf, len, err);
+    sop__free(buf);
+    return rc;
+}
+
+/* The entries given to sop_db_init or sop_db_open against the recorded
+ * ones: the same, or SOP_INVALID. On success, *out holds the recorded
+ * entries with the given repair flags. */
+static sop_rc ec_resolve(const char *dir, const sop_db_options *o, sop__ecconf **out,
+                         uint32_t *nout, sop_err *err)
+{
+    sop__ecconf *rec, *given = NULL;
+    uint32_t nrec;
+    SOP__TRY(ec_read(dir, &rec, &nrec, err));
+    sop_rc rc = SOP_OK;
+    if (o->ec_count > 0) {
+        rc = sop__ecconf_from_public(o->ec, o->ec_count, &given, err);
+        if (rc == SOP_OK && !sop__ecconf_same(rec, nrec, given, o->ec_count, err)) {
+            char msg[SOP_ERR_MSG_MAX];
+            snprintf(msg, sizeof(msg), "%s", err ? err->msg : "");
+            rc = sop__err_set(err, SOP_INVALID, 0, "%s: %s", dir, msg);
+        }
+        for (uint32_t i = 0; rc == SOP_OK && i < nrec; i++)
+            for (uint32_t j = 0; j < o->ec_count; j++)
+                if (strcmp(rec[i].store, given[j].store) == 0)
+                    rec[i].repair = given[j].repair;
+    }
+    sop__ecconf_free(given, o->ec_count);
+    if (rc != SOP_OK) {
+        sop__ecconf_free(rec, nrec);
+        return rc;
+    }
+    *out = rec;
+    *nout = nrec;
+    return SOP_OK;
+}
+
+static sop_rc ec_init_existing(const char *dir, const sop_db_options *o, const uint8_t id[16],
+                               sop_err *err)
+{
+    sop__ecconf *ec;
+    uint32_t n;
+    SOP__TRY(ec_resolve(dir, o, &ec, &n, err));
+    sop_rc rc = o->ec_count ? ec_mark_drives(ec, n, id, err) : SOP_OK;
+    sop__ecconf_free(ec, n);
+    return rc;
+}
+
+/* On open: a missing marker (a replaced, empty drive) is written again; a
+ * drive that cannot be read or written is left for reads to work around;
+ * a folder marked for another database or shard stops the open. */
+static sop_rc ec_open_drives(sop_db *db, sop_err *err)
+{
+    for (uint32_t i = 0; i < db->ec_n; i++) {
+        for (uint32_t j = 0; j < db->ec[i].k + db->ec[i].p; j++) {
+            sop_err e = {0};
+            sop_rc rc = sop__ec_marker_check(&db->ec[i], j, db->id, &e);
+            if (rc == SOP_INVALID) {
+                if (err)
+                    *err = e;
+                return rc;
+            }
+            /* only into a folder that exists: a missing one may be an
+             * unmounted drive, whose mount point must stay empty */
+            struct stat st;
+            if ((rc == SOP_NOTFOUND || rc == SOP_CORRUPT) &&
+                sop__os_stat(SOP__SITE_EC_MARKER, db->ec[i].paths[j], &st, NULL) == SOP_OK &&
+                S_ISDIR(st.st_mode))
+                (void)sop__ec_marker_write(&db->ec[i], j, db->id, NULL);
+        }
+    }
+    return SOP_OK;
+}
+
 sop_rc sop_db_init(const char *dir, const sop_db_options *opts, sop_err *err)
 {
     sop_db_options o;
@@ -136,23 +302,25 @@ sop_rc sop_db_init(const char *dir, const sop_db_options *opts, sop_err *err)
         return sop__err_set(err, SOP_INVALID, 0, "registry hash modulus %u must be %u..%u", mod,
                             SOP__REG_HASH_MOD_MIN, SOP__REG_HASH_MOD_MAX);
     uint32_t existing;
-    sop_rc rc = read_header(dir, &existing, NULL, err);
+    uint8_t id[16];
+    sop_rc rc = read_header(dir, &existing, id, err);
     if (rc == SOP_OK) {
         if (existing != mod)
             return sop__err_set(err, SOP_EXISTS, 0,
                                 "%s already holds a database with registry hash modulus %u; it "
                                 "is fixed at creation (changing it would make data unreachable)",
                                 dir, existing);
-        return SOP_OK;
+        return ec_init_existing(dir, &o, id, err);
     }
     if (rc != SOP_NOTFOUND)
         return rc;
-    SOP__TRY(mkdir_p1(SOP__SITE_DB_HEADER, dir, err));
-    char path[SOP__PATH_MAX], tmp[SOP__PATH_MAX], sub[SOP__PATH_MAX];
-    SOP__TRY(path_join(sub, err, dir, "txlog"));
-    SOP__TRY(mkdir_p1(SOP__SITE_DB_HEADER, sub, err));
-    SOP__TRY(path_join(sub, err, dir, "stores"));
-    SOP__TRY(mkdir_p1(SOP__SITE_DB_HEADER, sub, err));
+    sop__ecconf *ec = NULL;
+    SOP__TRY(sop__ecconf_from_public(o.ec, o.ec_count, &ec, err));
+    sop__uuid_v4(id);
+    rc = init_folders(dir, ec, o.ec_count, id, err);
+    sop__ecconf_free(ec, o.ec_count);
+    SOP__TRY(rc);
+    char path[SOP__PATH_MAX], tmp[SOP__PATH_MAX];
     SOP__TRY(path_join(path, err, dir, "sop.db"));
     SOP__TRY(path_join(tmp, err, dir, "sop.db.tmp"));
     uint8_t h[HEADER_SIZE];
@@ -160,8 +328,6 @@ sop_rc sop_db_init(const char *dir, const sop_db_options *opts, sop_err *err)
     memcpy(h, HEADER_MAGIC, 8);
     sop__le_put32(h + 8, FORMAT_VERSION);
     sop__le_put32(h + 12, mod);
-    uint8_t id[16];
-    sop__uuid_v4(id);
     memcpy(h + 16, id, 16);
     sop__le_put64(h + 32, (uint64_t)sop__now_ms());
     sop__le_put32(h + HEADER_SIZE - 4, sop__crc32c(0, h, HEADER_SIZE - 4));
@@ -491,7 +657,9 @@ sop_rc sop__db_store(sop_db *db, const char *name, sop__dbstore **out, sop_err *
     SOP__TRY(sop__repo_store_dir(db->dir, name, dir, err));
     SOP__TRY(path_join(blobdir, err, dir, "blob"));
     SOP__TRY(sop__registry_open(dir, name, db->hash_mod, true, &s->reg, err));
-    sop_rc rc = sop__blob_open(blobdir, &s->blobs, err);
+    const sop__ecconf *ec = sop__ecconf_for(db->ec, db->ec_n, name);
+    sop_rc rc =
+        ec ? sop__blob_open_ec(ec, name, &s->blobs, err) : sop__blob_open(blobdir, &s->blobs, err);
     if (rc != SOP_OK) {
         sop__registry_close(s->reg);
         return rc;
@@ -665,6 +833,9 @@ static sop_rc apply_store(sop_db *db, const redo_store *s, bool recovering, sop_
         if (l2 && sop__repo_read(db->dir, s->name, &info, NULL) == SOP_OK)
             sop__l2_batch_info(l2, &info);
         sop__db_forget_store(db, s->name);
+        const sop__ecconf *ec = sop__ecconf_for(db->ec, db->ec_n, s->name);
+        if (ec != NULL)
+            SOP__TRY(sop__ec_drop_store(ec, s->name, err));
         return sop__repo_drop(db->dir, s->name, err);
     }
     if (s->flags & REDO_CREATE) {
@@ -1939,6 +2110,12 @@ sop_rc sop_db_open(const char *dir, const sop_db_options *opts, sop_db **out, so
     if (rc == SOP_OK)
         rc = read_header(dir, &db->hash_mod, db->id, err);
     if (rc == SOP_OK)
+        rc = ec_resolve(dir, &db->opts, &db->ec, &db->ec_n, err);
+    if (rc == SOP_OK)
+        rc = ec_open_drives(db, err);
+    db->opts.ec = NULL; /* the caller's array need not outlive the call */
+    db->opts.ec_count = 0;
+    if (rc == SOP_OK)
         rc = path_join(db->txlog, err, dir, "txlog");
     if (rc == SOP_OK)
         rc = mkdir_p1(SOP__SITE_DB_LOCK, db->txlog, err);
@@ -1994,10 +2171,37 @@ void sop_db_close(sop_db *db)
     sop__free(db->abandoned);
     forget_all_stores(db);
     sop__free(db->stores);
+    sop__ecconf_free(db->ec, db->ec_n);
     sop__coord_close(db->coord);
     if (db->lock_fd >= 0)
         sop__os_close(SOP__SITE_DB_LOCK, db->lock_fd, db->lockpath, NULL);
     if (db->dir_fd >= 0)
         sop__os_close(SOP__SITE_DB_LOCK, db->dir_fd, db->dir, NULL);
     sop__free(db);
+}
+
+sop_rc sop_db_ec_drives(sop_db *db, void (*fn)(void *ctx, const sop_ec_drive *drive), void *ctx,
+                        sop_err *err)
+{
+    if (db == NULL || fn == NULL)
+        return sop__err_set(err, SOP_INVALID, 0, "sop_db_ec_drives: NULL argument");
+    for (uint32_t i = 0; i < db->ec_n; i++) {
+        const sop__ecconf *c = &db->ec[i];
+        for (uint32_t j = 0; j < c->k + c->p; j++) {
+            sop_ec_drive d;
+            memset(&d, 0, sizeof(d));
+            d.store = c->store[0] ? c->store : NULL;
+            d.index = j;
+            d.data_shards = c->k;
+            d.parity_shards = c->p;
+            d.path = c->paths[j];
+            d.repair = c->repair;
+            sop_err e = {0};
+            d.state = sop__ec_marker_check(c, j, db->id, &e);
+            if (d.state != SOP_OK)
+                snprintf(d.detail, sizeof(d.detail), "%s", e.msg);
+            fn(ctx, &d);
+        }
+    }
+    return SOP_OK;
 }

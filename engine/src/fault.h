@@ -87,6 +87,8 @@
     X(REPO_READ, "repo.read", "store info: read, list stores")                                     \
     X(REPO_WRITE, "repo.write", "store info: create, state update")                                \
     X(REPO_DROP, "repo.drop", "store folder: removal")                                             \
+    X(EC_CONFIG, "ec.config", "erasure coding: the database's configuration file")                 \
+    X(EC_MARKER, "ec.marker", "erasure coding: a drive folder's marker file")                      \
     X(REG_SEGMENT_OPEN, "registry.segment_open", "registry: open and size check of a segment")     \
     X(REG_SEGMENT_CREATE, "registry.segment_create", "registry: create and size a segment")        \
     X(REG_SEGMENT_CLOSE, "registry.segment_close", "registry: close of a segment")                 \
@@ -113,7 +115,9 @@
     X(PREP_FILE_REMOVED, "prepared.file_removed", "commit/rollback prepared: file removed")        \
     X(CKPT_SYNCED, "checkpoint.synced", "checkpoint: files synced, log not yet reset")             \
     X(REC_LOG_REDONE, "recovery.log_redone", "recovery: one log redone, not yet removed")          \
-    X(REC_ORPHANS_REMOVED, "recovery.orphans_removed", "recovery: orphan values removed")
+    X(REC_ORPHANS_REMOVED, "recovery.orphans_removed", "recovery: orphan values removed")          \
+    X(EC_SHARD_WRITTEN, "ec.shard_written", "erasure coding: one shard of a blob written")         \
+    X(EC_SHARD_REPAIRED, "ec.shard_repaired", "erasure coding: one bad shard rewritten")
 
 typedef enum sop__site {
 #define SOP__SITE_ENUM_(id, name, desc) SOP__SITE_##id,

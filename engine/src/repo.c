@@ -245,26 +245,32 @@ static sop_rc remove_tree(const char *path, int depth, sop_err *err)
     return rc == SOP_NOTFOUND ? SOP_OK : rc;
 }
 
-sop_rc sop__repo_drop(const char *db, const char *name, sop_err *err)
+sop_rc sop__repo_drop_dir(const char *parent, const char *name, sop_err *err)
 {
     SOP__TRY(sop__store_name_check(name, err));
     char dir[SOP__PATH_MAX], gone[SOP__PATH_MAX];
-    SOP__TRY(sop__repo_store_dir(db, name, dir, err));
+    SOP__TRY(join(dir, err, parent, name, NULL));
     uint8_t id[16];
     char text[SOP__UUID_TEXT_LEN + 1];
     sop__uuid_v4(id);
     sop__uuid_format(id, text);
     /* ".dropped-..." cannot be a store name, so the rename hides it at once */
-    char stores[SOP__PATH_MAX], hidden[64];
+    char hidden[64];
     snprintf(hidden, sizeof(hidden), ".dropped-%s", text);
-    SOP__TRY(join(stores, err, db, "stores", NULL));
-    SOP__TRY(join(gone, err, stores, hidden, NULL));
+    SOP__TRY(join(gone, err, parent, hidden, NULL));
     sop_rc rc = sop__os_rename(SOP__SITE_REPO_DROP, dir, gone, err);
     if (rc == SOP_NOTFOUND)
         return SOP_OK;
     if (rc != SOP_OK)
         return rc;
     return remove_tree(gone, 0, err);
+}
+
+sop_rc sop__repo_drop(const char *db, const char *name, sop_err *err)
+{
+    char stores[SOP__PATH_MAX];
+    SOP__TRY(join(stores, err, db, "stores", NULL));
+    return sop__repo_drop_dir(stores, name, err);
 }
 
 static int cmp_names(const void *a, const void *b)

@@ -54,6 +54,8 @@ sop_rc sop__repo_write_state(const char *db, const sop__storeinfo *s, sop_err *e
 /* Removes the store: its folder is first renamed away (atomically invisible)
  * and then deleted. A missing store is not an error. */
 sop_rc sop__repo_drop(const char *db, const char *name, sop_err *err);
+/* The same for <parent>/<name> (an erasure-coding drive's store folder). */
+sop_rc sop__repo_drop_dir(const char *parent, const char *name, sop_err *err);
 /* Names of all stores, sorted; *names from sop__malloc, each entry too. */
 sop_rc sop__repo_list(const char *db, char ***names, size_t *n, sop_err *err);
 void sop__repo_list_free(char **names, size_t n);

@@ -26,6 +26,7 @@
 #include "btree.h"
 #include "codec.h"
 #include "coord.h"
+#include "erasure.h"
 #include "idmap.h"
 #include "l2.h"
 #include "memrepo.h"
@@ -72,6 +73,8 @@ struct sop_db {
     int64_t lock_taken_ms; /* when the commit lock was taken or last extended */
     uint64_t fence_seq;    /* the commit sequence number seen under the lock */
     uint8_t id[16];        /* the database's UUID (its header) */
+    sop__ecconf *ec;       /* erasure-coding entries (file "erasure"), ec_n of them */
+    uint32_t ec_n;
     sop__log *log;
     uint64_t log_max_seq; /* highest seq in our log since its last reset */
     sop__dbstore *stores;

@@ -288,12 +288,27 @@ static void decide_leftovers(sop_db *db, int *extra)
     }
 }
 
+/* With use_ec, new databases keep every store's blobs erasure coded 2+1
+ * (folders next to the database's), so crashes hit shard writes. */
+static bool use_ec;
+
 static const char *new_dir(void)
 {
     static char dir[4096];
     static int n;
     snprintf(dir, sizeof(dir), "%s/crash%d", t_tmpdir(), n++);
-    CHECK_OK(sop_db_init(dir, NULL, &err), &err);
+    sop_db_options o;
+    sop_db_options_init(&o);
+    char paths[3][4200];
+    const char *pp[3] = {paths[0], paths[1], paths[2]};
+    sop_ec_config ec = {NULL, 2, 1, pp, true};
+    if (use_ec) {
+        for (int i = 0; i < 3; i++)
+            snprintf(paths[i], sizeof(paths[i]), "%s-d%d", dir, i);
+        o.ec = &ec;
+        o.ec_count = 1;
+    }
+    CHECK_OK(sop_db_init(dir, &o, &err), &err);
     return dir;
 }
 
@@ -308,6 +323,27 @@ static void crash_at(int w, sop__point point, unsigned nth)
               "%s: the child was not killed (status %d): the point was never reached", what,
               status);
     verify(dir, w, last, what);
+}
+
+/* Erasure coding: a kill after any shard of any blob (nodes written in
+ * phase 2 and by redo, actively persisted values written before the
+ * commit), and at the phase 2 points around blob writes. */
+TEST(kill_at_shard_writes_over_every_workload)
+{
+    use_ec = true;
+    unsigned runs = 0;
+    for (int w = 0; w < W_COUNT; w++) {
+        unsigned nths[] = {1, 2, 5, 13, 31, 77};
+        for (size_t k = 0; k < (t_long() ? 6u : 4u); k++) {
+            crash_at(w, SOP__POINT_EC_SHARD_WRITTEN, nths[k]);
+            runs++;
+        }
+        crash_at(w, SOP__POINT_P2_BLOBS_WRITTEN, 2);
+        crash_at(w, SOP__POINT_P2_DEAD_REMOVED, 2);
+        runs += 2;
+    }
+    use_ec = false;
+    printf("#   %u crash runs\n", runs);
 }
 
 /* Every point of the commit protocol, over every workload. */
