@@ -154,6 +154,119 @@ static sop_value_placement placement_opt(DefElem *d)
                            s)));
 }
 
+/* ec_paths: comma-separated absolute folders (spaces around a comma are
+ * ignored, trailing slashes dropped), none twice, at most
+ * SOP_EC_SHARDS_MAX. Returns them as a List of char *. */
+static List *ec_paths_opt(DefElem *d)
+{
+    char *s = pstrdup(defGetString(d));
+    List *paths = NIL;
+    int n = 0;
+    for (char *p = s;; n++) {
+        char *comma = strchr(p, ',');
+        if (comma)
+            *comma = '\0';
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t len = strlen(p);
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            p[--len] = '\0';
+        while (len > 1 && p[len - 1] == '/')
+            p[--len] = '\0';
+        if (len == 0)
+            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                            errmsg("option \"ec_paths\": folder %d is empty", n + 1),
+                            errhint("ec_paths is a comma-separated list of absolute folders, one "
+                                    "per shard.")));
+        if (p[0] != '/')
+            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                            errmsg("option \"ec_paths\": folder %d must be an absolute path, not "
+                                   "\"%s\"",
+                                   n + 1, p)));
+        ListCell *lc;
+        foreach (lc, paths)
+            if (strcmp(lfirst(lc), p) == 0)
+                ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                                errmsg("option \"ec_paths\" names \"%s\" twice", p),
+                                errdetail("Each shard needs its own folder, on its own drive.")));
+        paths = lappend(paths, p);
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+    }
+    if (list_length(paths) > (int)SOP_EC_SHARDS_MAX)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("option \"ec_paths\" names %d folders, more than %u",
+                               list_length(paths), SOP_EC_SHARDS_MAX)));
+    return paths;
+}
+
+/* A server's erasure-coding options together: none of them, or
+ * ec_data_shards, ec_parity_shards and ec_paths (one folder per shard),
+ * optionally ec_repair. Returns false when there are none; else fills *ec
+ * (paths palloc'd in the current memory context). ERRORs on a bad mix. */
+static bool ec_options(List *options, sop_ec_config *ec)
+{
+    DefElem *data = NULL, *parity = NULL, *paths = NULL, *repair = NULL;
+    ListCell *lc;
+    foreach (lc, options) {
+        DefElem *d = lfirst(lc);
+        if (strcmp(d->defname, "ec_data_shards") == 0)
+            data = d;
+        else if (strcmp(d->defname, "ec_parity_shards") == 0)
+            parity = d;
+        else if (strcmp(d->defname, "ec_paths") == 0)
+            paths = d;
+        else if (strcmp(d->defname, "ec_repair") == 0)
+            repair = d;
+    }
+    memset(ec, 0, sizeof(*ec));
+    if (!data && !parity && !paths) {
+        if (repair)
+            ereport(ERROR,
+                    (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                     errmsg("option \"ec_repair\" needs ec_data_shards, ec_parity_shards and "
+                            "ec_paths")));
+        return false;
+    }
+    if (!data || !parity || !paths) {
+        StringInfoData missing;
+        initStringInfo(&missing);
+        if (!data)
+            appendStringInfoString(&missing, "ec_data_shards");
+        if (!parity)
+            appendStringInfo(&missing, "%sec_parity_shards", missing.len ? ", " : "");
+        if (!paths)
+            appendStringInfo(&missing, "%sec_paths", missing.len ? ", " : "");
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("erasure coding needs ec_data_shards, ec_parity_shards and ec_paths "
+                               "together"),
+                        errdetail("Missing: %s.", missing.data)));
+    }
+    int k = int_opt(data, 1, SOP_EC_SHARDS_MAX - 1);
+    int p = int_opt(parity, 1, SOP_EC_SHARDS_MAX - 1);
+    if (k + p > (int)SOP_EC_SHARDS_MAX)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("ec_data_shards + ec_parity_shards must be at most %u, not %d",
+                               SOP_EC_SHARDS_MAX, k + p)));
+    List *l = ec_paths_opt(paths);
+    if (list_length(l) != k + p)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("option \"ec_paths\" must name %d folders (ec_data_shards + "
+                               "ec_parity_shards), not %d",
+                               k + p, list_length(l))));
+    const char **a = palloc(sizeof(char *) * (k + p));
+    int i = 0;
+    foreach (lc, l)
+        a[i++] = lfirst(lc);
+    ec->store = NULL; /* the database's default: every store */
+    ec->data_shards = (uint32_t)k;
+    ec->parity_shards = (uint32_t)p;
+    ec->paths = a;
+    ec->repair = repair ? bool_opt(repair) : false;
+    return true;
+}
+
 /* Checks every option's value (the validator, and again at use). */
 static void check_option(DefElem *d)
 {
@@ -174,7 +287,9 @@ static void check_option(DefElem *d)
     } else if (strcmp(n, "lock_ttl_ms") == 0) {
         int_opt(d, 1000, 3600000);
     } else if (strcmp(n, "ec_data_shards") == 0 || strcmp(n, "ec_parity_shards") == 0) {
-        int_opt(d, 1, 32);
+        int_opt(d, 1, SOP_EC_SHARDS_MAX - 1);
+    } else if (strcmp(n, "ec_paths") == 0) {
+        ec_paths_opt(d);
     } else if (strcmp(n, "registry_hash_mod") == 0) {
         int_opt(d, 250, 750000);
     } else if (strcmp(n, "slot_length") == 0) {
@@ -248,6 +363,8 @@ Datum pg_sop_validator(PG_FUNCTION_ARGS)
             ereport(ERROR,
                     (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                      errmsg("redis_host, redis_port and lock_ttl_ms need coordination 'redis'")));
+        sop_ec_config ec;
+        (void)ec_options(options, &ec);
     }
     PG_RETURN_VOID();
 }
@@ -334,7 +451,7 @@ static bool open_db(PgSopConn *c, bool create)
     const char *path = NULL;
     ListCell *lc;
     static char host[256], user[256], password[256];
-    bool ec = false, passive = false;
+    bool passive = false;
     foreach (lc, srv->options) {
         DefElem *d = lfirst(lc);
         check_option(d);
@@ -352,16 +469,21 @@ static bool open_db(PgSopConn *c, bool create)
             o.lock_ttl_ms = (uint32_t)int_opt(d, 1000, 3600000);
         else if (strcmp(d->defname, "registry_hash_mod") == 0)
             o.registry_hash_mod = (uint32_t)int_opt(d, 250, 750000);
-        else if (strncmp(d->defname, "ec_", 3) == 0)
-            ec = true;
         else if (strcmp(d->defname, "passive_path") == 0)
             passive = true;
     }
-    if (ec || passive)
+    if (passive)
         ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
                         errmsg("server \"%s\": %s is not available in this version of pg_sop",
-                               srv->servername,
-                               ec ? "erasure coding (ec_*)" : "replication (passive_path)")));
+                               srv->servername, "replication (passive_path)")));
+    /* erasure coding: the default entry (every store), recorded by
+     * sop_db_init; on open it must match the recorded one (its repair flag
+     * overrides). Without ec_* options the recorded configuration is used. */
+    sop_ec_config ec;
+    if (ec_options(srv->options, &ec)) {
+        o.ec = &ec;
+        o.ec_count = 1;
+    }
     if (path == NULL)
         ereport(ERROR, (errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
                         errmsg("server \"%s\" has no option \"path\"", srv->servername)));
@@ -395,13 +517,30 @@ static bool open_db(PgSopConn *c, bool create)
         /* a new database folder (its parent must exist) */
         sop_rc rc = sop_db_init(path, &o, &err);
         if (rc != SOP_OK)
-            pgsop_error(rc, &err, "could not create the SOP database \"%s\"", path);
+            ereport(
+                ERROR,
+                (errcode(pgsop_sqlstate(rc)),
+                 errmsg("could not create the SOP database \"%s\": %s", path, sop_rc_message(rc)),
+                 err.msg[0] ? errdetail("%s", err.msg) : 0,
+                 o.ec_count && (rc == SOP_IO || rc == SOP_NOTFOUND)
+                     ? errhint("The database folder and each folder of ec_paths are "
+                               "created if their parent exists, and must be writable by the "
+                               "server's OS user.")
+                     : 0));
     }
     sop_rc rc = sop_db_open(path, &o, &c->db, &err);
     if (rc != SOP_OK) {
         c->db = NULL;
-        pgsop_error(rc, &err, "could not open the SOP database \"%s\" of server \"%s\"", path,
-                    srv->servername);
+        ereport(ERROR,
+                (errcode(pgsop_sqlstate(rc)),
+                 errmsg("could not open the SOP database \"%s\" of server \"%s\": %s", path,
+                        srv->servername, sop_rc_message(rc)),
+                 err.msg[0] ? errdetail("%s", err.msg) : 0,
+                 o.ec_count && rc == SOP_INVALID
+                     ? errhint("ec_data_shards, ec_parity_shards and ec_paths must be the ones "
+                               "the database was created with, the folders in the same order; "
+                               "without them the recorded ones are used.")
+                     : 0));
     }
     return true;
 }
