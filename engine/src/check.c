@@ -69,6 +69,7 @@ typedef struct store_check {
     sop__idmap bodies;  /* active physical ID -> &mark_live */
     sop__idmap reached; /* lid -> &mark_seen */
     sop__idmap values;  /* value blob ID -> &mark_live */
+    sop__idmap orphans; /* scrub with repair: unreferenced blob IDs to remove */
     bool refs_values;
     sop__blobstore *blobs;
     uint64_t items, nodes;
@@ -159,12 +160,69 @@ static sop_rc check_blob(void *ctx, const uint8_t id[16])
         note(s->k, "store %s: blob %s is not referenced (orphan)", s->name, text);
         return SOP_OK;
     }
-    sop_err e;
-    if (sop__blob_remove_all(s->blobs, id, &e) != SOP_OK)
-        report(s->k, "store %s: orphan blob %s: %s", s->name, text, e.msg);
-    else
-        note(s->k, "store %s: blob %s was not referenced (orphan): removed", s->name, text);
-    return SOP_OK;
+    return sop__idmap_put(&s->orphans, id, &mark_live, s->err);
+}
+
+static int mark_reg;
+
+static sop_rc collect_active(void *ctx, const sop__handle *h)
+{
+    store_check *s = ctx;
+    return sop__idmap_put(&s->reached, sop__handle_active(h), &mark_reg, s->err);
+}
+
+/*
+ * Scrub with repair removes the unreferenced blobs it listed - but a blob
+ * unreferenced when the tree was walked may be a commit's that landed
+ * since, or an early-written value of a transaction still open. So under
+ * the commit lock (no commit can land), liveness is taken again from the
+ * registry and the tree, and every value an INTENT record of any log names
+ * is kept; while any transaction is prepared, values are not removed at
+ * all (its early values are its coordinator's to keep or drop).
+ */
+static sop_rc remove_orphans(sop_db *db, store_check *s)
+{
+    if (s->orphans.count == 0)
+        return SOP_OK;
+    sop_err *err = s->err;
+    sop__idmap_free(&s->reached);
+    sop__idmap_init(&s->reached);
+    sop__idmap refs, intents;
+    sop__idmap_init(&refs);
+    sop__idmap_init(&intents);
+    bool prepared = false;
+    sop__dbstore *st;
+    SOP__TRY(sop__db_lock(db, 0, err));
+    sop_rc rc = sop__db_store(db, s->name, &st, err);
+    if (rc == SOP_OK)
+        rc = sop__registry_scan(st->reg, collect_active, s, err);
+    if (rc == SOP_OK)
+        rc = sop__db_store_refs(db, s->name, &refs, err);
+    if (rc == SOP_OK)
+        rc = sop__db_unfinished_values(db, &intents, &prepared, err);
+    sop__idmap_slot *slot;
+    for (size_t pos = 0; rc == SOP_OK && (pos = sop__idmap_next(&s->orphans, pos, &slot)) != 0;) {
+        char text[SOP__UUID_TEXT_LEN + 1];
+        sop__uuid_format(slot->id, text);
+        if (sop__idmap_get(&s->reached, slot->id) || sop__idmap_get(&refs, slot->id))
+            continue; /* became live meanwhile */
+        if (sop__idmap_get(&intents, slot->id) || (prepared && s->refs_values)) {
+            note(s->k,
+                 "store %s: blob %s is not referenced yet (kept: a transaction may still "
+                 "commit it)",
+                 s->name, text);
+            continue;
+        }
+        sop_err e;
+        if (sop__blob_remove_all(st->blobs, slot->id, &e) != SOP_OK)
+            report(s->k, "store %s: orphan blob %s: %s", s->name, text, e.msg);
+        else
+            note(s->k, "store %s: blob %s was not referenced (orphan): removed", s->name, text);
+    }
+    sop__db_unlock(db);
+    sop__idmap_free(&refs);
+    sop__idmap_free(&intents);
+    return rc;
 }
 
 static void shard_problem(void *ctx, const char *msg)
@@ -229,6 +287,7 @@ static sop_rc check_store(sop_db *db, checker *k, const char *name, sop_err *err
     sop__idmap_init(&s.bodies);
     sop__idmap_init(&s.reached);
     sop__idmap_init(&s.values);
+    sop__idmap_init(&s.orphans);
     sop_err e;
     sop_err_clear(&e);
 
@@ -299,6 +358,8 @@ static sop_rc check_store(sop_db *db, checker *k, const char *name, sop_err *err
         if (rc != SOP_OK)
             *err = e;
     }
+    if (rc == SOP_OK)
+        rc = remove_orphans(db, &s);
     k->rep->items += s.items;
     k->rep->nodes += s.nodes;
 out:
@@ -306,6 +367,7 @@ out:
     sop__idmap_free(&s.bodies);
     sop__idmap_free(&s.reached);
     sop__idmap_free(&s.values);
+    sop__idmap_free(&s.orphans);
     return rc;
 }
 

@@ -86,7 +86,10 @@ void sop_db_options_init(sop_db_options *o)
 
 /* ---- the header ------------------------------------------------------ */
 
-static sop_rc read_header(const char *dir, uint32_t *hash_mod, uint8_t id[16], sop_err *err)
+#define HEADER_FLAG_EC 1u /* byte 40: the database has an "erasure" file */
+
+static sop_rc read_header(const char *dir, uint32_t *hash_mod, uint8_t id[16], uint8_t *flags,
+                          sop_err *err)
 {
     char path[SOP__PATH_MAX];
     SOP__TRY(path_join(path, err, dir, "sop.db"));
@@ -109,6 +112,8 @@ static sop_rc read_header(const char *dir, uint32_t *hash_mod, uint8_t id[16], s
         return sop__err_set(err, SOP_CORRUPT, 0, "%s: unsupported format version %u", path,
                             sop__le_get32(h + 8));
     *hash_mod = sop__le_get32(h + 12);
+    if (flags)
+        *flags = h[40];
     if (id)
         memcpy(id, h + 16, 16);
     if (*hash_mod < SOP__REG_HASH_MOD_MIN || *hash_mod > SOP__REG_HASH_MOD_MAX)
@@ -303,7 +308,7 @@ sop_rc sop_db_init(const char *dir, const sop_db_options *opts, sop_err *err)
                             SOP__REG_HASH_MOD_MIN, SOP__REG_HASH_MOD_MAX);
     uint32_t existing;
     uint8_t id[16];
-    sop_rc rc = read_header(dir, &existing, id, err);
+    sop_rc rc = read_header(dir, &existing, id, NULL, err);
     if (rc == SOP_OK) {
         if (existing != mod)
             return sop__err_set(err, SOP_EXISTS, 0,
@@ -330,6 +335,7 @@ sop_rc sop_db_init(const char *dir, const sop_db_options *opts, sop_err *err)
     sop__le_put32(h + 12, mod);
     memcpy(h + 16, id, 16);
     sop__le_put64(h + 32, (uint64_t)sop__now_ms());
+    h[40] = o.ec_count ? HEADER_FLAG_EC : 0;
     sop__le_put32(h + HEADER_SIZE - 4, sop__crc32c(0, h, HEADER_SIZE - 4));
     int fd;
     SOP__TRY(sop__os_open(SOP__SITE_DB_HEADER, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600, &fd, err));
@@ -1362,16 +1368,16 @@ static sop_rc match_commit(void *ctx, const sop__logrec *r)
     return SOP_OK;
 }
 
-/* Whether any log (live or dead, read without claiming) holds a COMMIT
- * record of txid: then a prepared file still naming it is a leftover. */
-static sop_rc committed_in_logs(sop_db *db, const uint8_t txid[16], bool *found, sop_err *err)
+/* Scans every log, live or dead, read without claiming it (a live owner's
+ * unsynced records are in the page cache), until *stop. */
+static sop_rc scan_all_logs(sop_db *db, sop_rc (*fn)(void *ctx, const sop__logrec *r), void *ctx,
+                            const bool *stop, sop_err *err)
 {
-    find_txid f = {txid, false};
     sop__os_dir d;
     SOP__TRY(sop__os_dir_open(SOP__SITE_LOG_READ, db->txlog, &d, err));
     const char *name;
     sop_rc rc = SOP_OK;
-    while (!f.found && (rc = sop__os_dir_next(&d, &name, err)) == SOP_OK) {
+    while (!*stop && (rc = sop__os_dir_next(&d, &name, err)) == SOP_OK) {
         if (!is_log_name(name))
             continue;
         char path[SOP__PATH_MAX];
@@ -1383,18 +1389,63 @@ static sop_rc committed_in_logs(sop_db *db, const uint8_t txid[16], bool *found,
             continue;
         if (rc != SOP_OK)
             break;
-        rc = sop__log_scan(fd, path, match_commit, &f, err);
+        rc = sop__log_scan(fd, path, fn, ctx, err);
         sop__os_close(SOP__SITE_LOG_READ, fd, path, NULL);
         if (rc != SOP_OK)
             break;
     }
     sop__os_dir_close(&d);
-    if (f.found)
-        rc = SOP_NOTFOUND;
-    if (rc != SOP_NOTFOUND)
-        return rc;
+    return rc == SOP_NOTFOUND ? SOP_OK : rc;
+}
+
+/* Whether any log holds a COMMIT record of txid: then a prepared file
+ * still naming it is a leftover. */
+static sop_rc committed_in_logs(sop_db *db, const uint8_t txid[16], bool *found, sop_err *err)
+{
+    find_txid f = {txid, false};
+    SOP__TRY(scan_all_logs(db, match_commit, &f, &f.found, err));
     *found = f.found;
     return SOP_OK;
+}
+
+typedef struct intent_ids {
+    sop__idmap *ids;
+    sop_err *err;
+} intent_ids;
+
+static int intent_mark;
+
+static sop_rc collect_intent(void *ctx, const sop__logrec *r)
+{
+    intent_ids *c = ctx;
+    if (r->type != SOP__LOG_INTENT)
+        return SOP_OK;
+    rd in = {r->payload, r->len, 0, false};
+    uint32_t nl = take32(&in);
+    (void)take(&in, nl);
+    uint32_t n = take32(&in);
+    for (uint32_t k = 0; !in.bad && k < n; k++) {
+        const uint8_t *id = take(&in, 16);
+        if (!in.bad)
+            SOP__TRY(sop__idmap_put(c->ids, id, &intent_mark, c->err));
+    }
+    return SOP_OK;
+}
+
+static sop_rc note_prepared(void *ctx, const char *path)
+{
+    (void)path;
+    *(bool *)ctx = true;
+    return SOP_OK;
+}
+
+sop_rc sop__db_unfinished_values(sop_db *db, sop__idmap *ids, bool *prepared, sop_err *err)
+{
+    bool never = false;
+    intent_ids c = {ids, err};
+    *prepared = false;
+    SOP__TRY(scan_all_logs(db, collect_intent, &c, &never, err));
+    return each_prepared(db, note_prepared, prepared, err);
 }
 
 /* Decides a prepared transaction under the commit lock. */
@@ -1606,7 +1657,7 @@ static sop_rc collect_refs(void *ctx, const sop__node *n, uint32_t level)
 }
 
 /* Value IDs referenced by the committed tree of a store. */
-static sop_rc store_refs(sop_db *db, const char *name, sop__idmap *refs, sop_err *err)
+sop_rc sop__db_store_refs(sop_db *db, const char *name, sop__idmap *refs, sop_err *err)
 {
     sop_txn *t;
     SOP__TRY(sop_txn_begin(db, SOP_TXN_NOCHECK, 0, &t, err));
@@ -1652,7 +1703,7 @@ static sop_rc remove_orphans(sop_db *db, rec_ctx *c, sop_err *err)
         SOP__TRY(rc);
         sop__idmap refs;
         sop__idmap_init(&refs);
-        rc = store_refs(db, sname, &refs, err);
+        rc = sop__db_store_refs(db, sname, &refs, err);
         sop__dbstore *st2 = NULL;
         if (rc == SOP_OK)
             rc = sop__db_store(db, sname, &st2, err);
@@ -2105,12 +2156,18 @@ sop_rc sop_db_open(const char *dir, const sop_db_options *opts, sop_db **out, so
                             (int)kind);
     }
     sop_rc rc = SOP_OK;
+    uint8_t hflags = 0;
     if (snprintf(db->dir, sizeof(db->dir), "%s", dir) >= (int)sizeof(db->dir))
         rc = sop__err_set(err, SOP_LIMIT, 0, "database path too long");
     if (rc == SOP_OK)
-        rc = read_header(dir, &db->hash_mod, db->id, err);
+        rc = read_header(dir, &db->hash_mod, db->id, &hflags, err);
     if (rc == SOP_OK)
         rc = ec_resolve(dir, &db->opts, &db->ec, &db->ec_n, err);
+    if (rc == SOP_OK && (hflags & HEADER_FLAG_EC) && db->ec_n == 0)
+        rc = sop__err_set(err, SOP_CORRUPT, 0,
+                          "%s/erasure is missing: the database keeps its blobs erasure coded and "
+                          "cannot find them without it",
+                          dir);
     if (rc == SOP_OK)
         rc = ec_open_drives(db, err);
     db->opts.ec = NULL; /* the caller's array need not outlive the call */

@@ -823,7 +823,7 @@ static sop_rc gather(sop__ecstore *es, const uint8_t id[16], bool all, rd *r, so
                             "blob %s: %u of %u shards are good, %u are needed: %s", text,
                             popcount(r->good), es->n, es->k, why);
     }
-    uint32_t want = all ? (1u << es->n) - 1u : (1u << es->k) - 1u;
+    uint32_t want = (uint32_t)(((uint64_t)1 << (all ? es->n : es->k)) - 1u); /* n may be 32 */
     if ((r->good & want) == want)
         return SOP_OK;
     size_t sl = r->ref.payload_len;

@@ -94,6 +94,13 @@ sop_rc sop__db_append_intent(sop_db *db, const uint8_t txid[16], const char *sto
 sop_rc sop__db_abandon(sop_db *db, const uint8_t txid[16], const char *store,
                        const uint8_t (*ids)[16], size_t n, sop_err *err);
 
+/* Every value ID named by an INTENT record of any log (live or dead): the
+ * early-written values of transactions that may still commit; and whether
+ * any prepared transaction exists. For scrub, under the commit lock. */
+sop_rc sop__db_unfinished_values(sop_db *db, sop__idmap *ids, bool *prepared, sop_err *err);
+/* Value IDs referenced by the committed tree of a store. */
+sop_rc sop__db_store_refs(sop_db *db, const char *name, sop__idmap *refs, sop_err *err);
+
 /* Store handles (registry, blobs), cached per database handle; _find
  * only looks among those already open (NULL if not). */
 sop__dbstore *sop__db_store_find(sop_db *db, const char *name);
