@@ -927,6 +927,9 @@ static int stray_one(const char *path, const struct stat *st, int flag, struct F
 static void make_db(const char *dir)
 {
     sop_db_options o = db_opts();
+    /* the drive folders are inside the database folder: their parent must
+     * exist before sop_db_init marks them */
+    EXPECT(mkdir(dir, 0700) == 0 || errno == EEXIST, "mkdir %s: %s", dir, strerror(errno));
     EXPECT_OK(sop_db_init(dir, &o, &err));
     sop_db *db;
     EXPECT_OK(sop_db_open(dir, &o, &db, &err));
