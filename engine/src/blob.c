@@ -473,6 +473,6 @@ sop_rc sop__blob_scrub(sop__blobstore *bs, const uint8_t id[16], bool repair, ui
 sop_rc sop__blob_remove_all(sop__blobstore *bs, const uint8_t id[16], sop_err *err)
 {
     if (bs->ec != NULL)
-        return sop__ec_remove_all(bs->ec, id, NULL, err);
+        return sop__ec_remove_all(bs->ec, id, err);
     return sop__blob_remove(bs, id, err);
 }

@@ -33,30 +33,35 @@ typedef struct checker {
     void (*progress)(void *ctx, const char *store, uint64_t done, uint64_t total);
 } checker;
 
-static void report(checker *k, const char *fmt, ...) SOP__PRINTF(2, 3);
-static void note(checker *k, const char *fmt, ...) SOP__PRINTF(2, 3);
-/* A line for the caller that is not a problem (scrub's repaired shards). */
-static void note(checker *k, const char *fmt, ...)
+static void say(checker *k, bool problem, const char *fmt, va_list ap) SOP__PRINTF(3, 0);
+static void say(checker *k, bool problem, const char *fmt, va_list ap)
 {
     char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
+    if (problem)
+        k->rep->problems++;
     if (k->problem)
         k->problem(k->ctx, msg);
 }
 
+/* A problem: counted, and the check fails. */
+static void report(checker *k, const char *fmt, ...) SOP__PRINTF(2, 3);
 static void report(checker *k, const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    say(k, true, fmt, ap);
     va_end(ap);
-    k->rep->problems++;
-    if (k->problem)
-        k->problem(k->ctx, msg);
+}
+
+/* A line for the caller that is not a problem (scrub's repaired shards). */
+static void note(checker *k, const char *fmt, ...) SOP__PRINTF(2, 3);
+static void note(checker *k, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    say(k, false, fmt, ap);
+    va_end(ap);
 }
 
 /* Marks for ID sets (the value is never NULL). */

@@ -130,26 +130,6 @@ static sop_rc mkdir_p1(sop__site site, const char *path, sop_err *err)
 
 /* ---- the erasure-coding configuration (file "erasure") ------------------ */
 
-/* Writes a small file durably: temporary name, fsync, rename, folder fsync. */
-static sop_rc write_file_durably(sop__site site, const char *dir, const char *name,
-                                 const void *data, size_t len, sop_err *err)
-{
-    char path[SOP__PATH_MAX], tmp[SOP__PATH_MAX + 8];
-    SOP__TRY(path_join(path, err, dir, name));
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd;
-    SOP__TRY(sop__os_open(site, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600, &fd, err));
-    sop_rc rc = sop__os_pwrite_all(site, fd, data, len, 0, tmp, err);
-    if (rc == SOP_OK)
-        rc = sop__os_fsync(site, fd, tmp, err);
-    sop__os_close(site, fd, tmp, NULL);
-    if (rc == SOP_OK)
-        rc = sop__os_rename(site, tmp, path, err);
-    if (rc == SOP_OK)
-        rc = sop__os_fsync_dir(site, dir, err);
-    return rc;
-}
-
 /* The recorded entries (none: *n = 0 and *out NULL). */
 static sop_rc ec_read(const char *dir, sop__ecconf **out, uint32_t *n, sop_err *err)
 {
@@ -220,7 +200,7 @@ static sop_rc init_folders(const char *dir, const sop__ecconf *ec, uint32_t n, c
     uint8_t *buf;
     size_t len;
     SOP__TRY(sop__ecconf_encode(ec, n, &buf, &len, err));
-    sop_rc rc = write_file_durably(SOP__SITE_EC_CONFIG, dir, "erasure", buf, len, err);
+    sop_rc rc = sop__os_write_durably(SOP__SITE_EC_CONFIG, dir, "erasure", buf, len, err);
     sop__free(buf);
     return rc;
 }
@@ -325,9 +305,6 @@ sop_rc sop_db_init(const char *dir, const sop_db_options *opts, sop_err *err)
     rc = init_folders(dir, ec, o.ec_count, id, err);
     sop__ecconf_free(ec, o.ec_count);
     SOP__TRY(rc);
-    char path[SOP__PATH_MAX], tmp[SOP__PATH_MAX];
-    SOP__TRY(path_join(path, err, dir, "sop.db"));
-    SOP__TRY(path_join(tmp, err, dir, "sop.db.tmp"));
     uint8_t h[HEADER_SIZE];
     memset(h, 0, sizeof(h));
     memcpy(h, HEADER_MAGIC, 8);
@@ -337,21 +314,10 @@ sop_rc sop_db_init(const char *dir, const sop_db_options *opts, sop_err *err)
     sop__le_put64(h + 32, (uint64_t)sop__now_ms());
     h[40] = o.ec_count ? HEADER_FLAG_EC : 0;
     sop__le_put32(h + HEADER_SIZE - 4, sop__crc32c(0, h, HEADER_SIZE - 4));
-    int fd;
-    SOP__TRY(sop__os_open(SOP__SITE_DB_HEADER, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600, &fd, err));
-    rc = sop__os_pwrite_all(SOP__SITE_DB_HEADER, fd, h, sizeof(h), 0, tmp, err);
-    if (rc == SOP_OK)
-        rc = sop__os_fsync(SOP__SITE_DB_HEADER, fd, tmp, err);
-    sop__os_close(SOP__SITE_DB_HEADER, fd, tmp, NULL);
     /* the folders first, then the header's name: a header never names a
      * database whose folders could vanish */
-    if (rc == SOP_OK)
-        rc = sop__os_fsync_dir(SOP__SITE_DB_HEADER, dir, err);
-    if (rc == SOP_OK)
-        rc = sop__os_rename(SOP__SITE_DB_HEADER, tmp, path, err);
-    if (rc == SOP_OK)
-        rc = sop__os_fsync_dir(SOP__SITE_DB_HEADER, dir, err);
-    return rc;
+    SOP__TRY(sop__os_fsync_dir(SOP__SITE_DB_HEADER, dir, err));
+    return sop__os_write_durably(SOP__SITE_DB_HEADER, dir, "sop.db", h, sizeof(h), err);
 }
 
 /* ---- the lock file ---------------------------------------------------- */

@@ -508,10 +508,17 @@ bool sop__ecconf_same(const sop__ecconf *rec, uint32_t nrec, const sop__ecconf *
 
 /* ---- drive markers ---------------------------------------------------------- */
 
-static sop_rc marker_path(const sop__ecconf *c, uint32_t index, char *out, bool tmp, sop_err *err)
+/* ".sop-ec" for the default entry, ".sop-ec-<store>" for a store's. */
+static void marker_name(const sop__ecconf *c, char out[8 + 1 + SOP__STORE_NAME_MAX + 1])
 {
-    int n = snprintf(out, SOP__PATH_MAX, "%s/.sop-ec%s%s%s", c->paths[index],
-                     c->store[0] ? "-" : "", c->store, tmp ? ".tmp" : "");
+    snprintf(out, 8 + 1 + SOP__STORE_NAME_MAX + 1, ".sop-ec%s%s", c->store[0] ? "-" : "", c->store);
+}
+
+static sop_rc marker_path(const sop__ecconf *c, uint32_t index, char *out, sop_err *err)
+{
+    char name[8 + 1 + SOP__STORE_NAME_MAX + 1];
+    marker_name(c, name);
+    int n = snprintf(out, SOP__PATH_MAX, "%s/%s", c->paths[index], name);
     if (n < 0 || n >= SOP__PATH_MAX)
         return sop__err_set(err, SOP_LIMIT, 0, "erasure coding: path %s is too long",
                             c->paths[index]);
@@ -534,7 +541,7 @@ sop_rc sop__ec_marker_check(const sop__ecconf *c, uint32_t index, const uint8_t 
                             sop_err *err)
 {
     char path[SOP__PATH_MAX];
-    SOP__TRY(marker_path(c, index, path, false, err));
+    SOP__TRY(marker_path(c, index, path, err));
     int fd;
     sop_rc rc = sop__os_open(SOP__SITE_EC_MARKER, path, O_RDONLY, 0, &fd, err);
     if (rc == SOP_NOTFOUND)
@@ -563,25 +570,15 @@ sop_rc sop__ec_marker_check(const sop__ecconf *c, uint32_t index, const uint8_t 
 sop_rc sop__ec_marker_write(const sop__ecconf *c, uint32_t index, const uint8_t db_id[16],
                             sop_err *err)
 {
-    char path[SOP__PATH_MAX], tmp[SOP__PATH_MAX];
-    SOP__TRY(marker_path(c, index, path, false, err));
-    SOP__TRY(marker_path(c, index, tmp, true, err));
+    char path[SOP__PATH_MAX], name[8 + 1 + SOP__STORE_NAME_MAX + 1];
+    SOP__TRY(marker_path(c, index, path, err)); /* the length check */
     sop_rc rc = sop__os_mkdir(SOP__SITE_EC_MARKER, c->paths[index], 0700, err);
     if (rc != SOP_OK && rc != SOP_EXISTS)
         return rc;
     uint8_t b[MARKER_SIZE];
     marker_encode(c, index, db_id, b);
-    int fd;
-    SOP__TRY(sop__os_open(SOP__SITE_EC_MARKER, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600, &fd, err));
-    rc = sop__os_pwrite_all(SOP__SITE_EC_MARKER, fd, b, sizeof(b), 0, tmp, err);
-    if (rc == SOP_OK)
-        rc = sop__os_fsync(SOP__SITE_EC_MARKER, fd, tmp, err);
-    sop__os_close(SOP__SITE_EC_MARKER, fd, tmp, NULL);
-    if (rc == SOP_OK)
-        rc = sop__os_rename(SOP__SITE_EC_MARKER, tmp, path, err);
-    if (rc == SOP_OK)
-        rc = sop__os_fsync_dir(SOP__SITE_EC_MARKER, c->paths[index], err);
-    return rc;
+    marker_name(c, name);
+    return sop__os_write_durably(SOP__SITE_EC_MARKER, c->paths[index], name, b, sizeof(b), err);
 }
 
 /* ---- the erasure-coded blob store ------------------------------------------------ */
@@ -966,57 +963,52 @@ sop_rc sop__ec_scrub(sop__ecstore *es, const uint8_t id[16], bool do_repair, uin
     return rc;
 }
 
-sop_rc sop__ec_remove(sop__ecstore *es, const uint8_t id[16], sop_err *err)
+/* Runs op on every drive; returns how many failed, the first failure in
+ * *first. */
+static uint32_t on_every_drive(sop__ecstore *es,
+                               sop_rc (*op)(sop__blobstore *bs, const uint8_t id[16], sop_err *err),
+                               const uint8_t id[16], sop_err *first)
 {
     uint32_t failed = 0;
-    sop_err first = {0};
     for (uint32_t i = 0; i < es->n; i++) {
         sop_err e = {0};
-        sop_rc rc = sop__blob_remove(es->drive[i], id, &e);
-        if (rc != SOP_OK && failed++ == 0)
-            first = e;
+        if (op(es->drive[i], id, &e) != SOP_OK && failed++ == 0)
+            *first = e;
     }
-    if (failed > es->p) {
-        if (err)
-            *err = first;
-        return first.code;
-    }
-    return SOP_OK;
+    return failed;
 }
 
-sop_rc sop__ec_remove_all(sop__ecstore *es, const uint8_t id[16], uint64_t *removed, sop_err *err)
+static sop_rc failed_drives(const sop__ecstore *es, const uint8_t id[16], const char *what,
+                            uint32_t failed, const sop_err *first, sop_err *err)
 {
-    sop_rc rc = SOP_OK;
-    for (uint32_t i = 0; i < es->n; i++) {
-        bool there = sop__blob_exists(es->drive[i], id, NULL) == SOP_OK;
-        sop_rc one = sop__blob_remove(es->drive[i], id, err);
-        if (one != SOP_OK)
-            rc = one;
-        else if (there && removed)
-            (*removed)++;
-    }
-    return rc;
+    char text[SOP__UUID_TEXT_LEN + 1];
+    sop__uuid_format(id, text);
+    return sop__err_set(err, first->code, first->sys_errno,
+                        "blob %s: %u of %u shards could not be %s: %s", text, failed, es->n, what,
+                        first->msg);
+}
+
+sop_rc sop__ec_remove(sop__ecstore *es, const uint8_t id[16], sop_err *err)
+{
+    sop_err first = {0};
+    uint32_t failed = on_every_drive(es, sop__blob_remove, id, &first);
+    /* up to p shards left on failing drives are orphans for scrub */
+    return failed > es->p ? failed_drives(es, id, "removed", failed, &first, err) : SOP_OK;
+}
+
+sop_rc sop__ec_remove_all(sop__ecstore *es, const uint8_t id[16], sop_err *err)
+{
+    sop_err first = {0};
+    uint32_t failed = on_every_drive(es, sop__blob_remove, id, &first);
+    return failed > 0 ? failed_drives(es, id, "removed", failed, &first, err) : SOP_OK;
 }
 
 sop_rc sop__ec_sync(sop__ecstore *es, const uint8_t id[16], sop_err *err)
 {
-    uint32_t failed = 0;
     sop_err first = {0};
-    for (uint32_t i = 0; i < es->n; i++) {
-        sop_err e = {0};
-        sop_rc rc = sop__blob_sync(es->drive[i], id, &e);
-        if (rc != SOP_OK && failed++ == 0)
-            first = e;
-    }
-    if (failed > es->p) {
-        char text[SOP__UUID_TEXT_LEN + 1];
-        sop__uuid_format(id, text);
-        return sop__err_set(err, first.code, first.sys_errno,
-                            "blob %s: %u of %u shards could not be synced (at most %u may fail): "
-                            "%s",
-                            text, failed, es->n, es->p, first.msg);
-    }
-    return SOP_OK;
+    uint32_t failed = on_every_drive(es, sop__blob_sync, id, &first);
+    /* k or more synced shards make the blob durable */
+    return failed > es->p ? failed_drives(es, id, "synced", failed, &first, err) : SOP_OK;
 }
 
 static int list_mark;

@@ -144,9 +144,9 @@ void sop__ec_path(const sop__ecstore *es, const uint8_t id[16], char *out);
 sop_rc sop__ec_scrub(sop__ecstore *es, const uint8_t id[16], bool repair, uint64_t *shards,
                      uint64_t *bad, uint64_t *repaired, void (*problem)(void *ctx, const char *msg),
                      void *ctx, sop_err *err);
-/* Removes every shard of the blob from every drive (orphan clean-up);
- * counts the files removed. */
-sop_rc sop__ec_remove_all(sop__ecstore *es, const uint8_t id[16], uint64_t *removed, sop_err *err);
+/* Removes every shard of the blob from every drive (orphan clean-up): an
+ * error if any drive failed. */
+sop_rc sop__ec_remove_all(sop__ecstore *es, const uint8_t id[16], sop_err *err);
 /* Removes the store's folder on every drive (drop): renamed away first so
  * it vanishes at once, then deleted. Failing drives are skipped. */
 sop_rc sop__ec_drop_store(const sop__ecconf *c, const char *store, sop_err *err);

@@ -611,3 +611,26 @@ sop_rc sop__os_unlock(sop__site site, int fd, uint64_t off, uint64_t len, const 
     }
     return SOP_OK;
 }
+
+sop_rc sop__os_write_durably(sop__site site, const char *dir, const char *name, const void *data,
+                             size_t len, sop_err *err)
+{
+    char path[4096], tmp[4096];
+    size_t pl = strlen(dir) + 1 + strlen(name);
+    if (pl + sizeof(".tmp") > sizeof(tmp))
+        return sop__err_set(err, SOP_LIMIT, 0, "path %s/%s is too long", dir, name);
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    memcpy(tmp, path, pl);
+    memcpy(tmp + pl, ".tmp", sizeof(".tmp"));
+    int fd;
+    SOP__TRY(sop__os_open(site, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600, &fd, err));
+    sop_rc rc = sop__os_pwrite_all(site, fd, data, len, 0, tmp, err);
+    if (rc == SOP_OK)
+        rc = sop__os_fsync(site, fd, tmp, err);
+    sop__os_close(site, fd, tmp, NULL);
+    if (rc == SOP_OK)
+        rc = sop__os_rename(site, tmp, path, err);
+    if (rc == SOP_OK)
+        rc = sop__os_fsync_dir(site, dir, err);
+    return rc;
+}

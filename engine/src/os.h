@@ -145,6 +145,12 @@ sop_rc sop__os_rmdir(sop__site site, const char *path, sop_err *err);
 sop_rc sop__os_fsync_dir(sop__site site, const char *path, sop_err *err);
 sop_rc sop__os_stat(sop__site site, const char *path, struct stat *st, sop_err *err);
 
+/* Replaces <dir>/<name> with data, durably and atomically: written to
+ * <dir>/<name>.tmp, fsynced, renamed over <dir>/<name>, dir fsynced. For
+ * small write-once files (headers, configuration, markers). */
+sop_rc sop__os_write_durably(sop__site site, const char *dir, const char *name, const void *data,
+                             size_t len, sop_err *err);
+
 /* ---- Directory listing ---- */
 
 /* Caller-owned; fill it with sop__os_dir_open. `path` must stay valid until
