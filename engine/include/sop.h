@@ -361,6 +361,14 @@ typedef struct sop_db_options {
      * `repair` flags override the recorded ones. */
     const sop_ec_config *ec;
     uint32_t ec_count;
+    /* Active/passive replication (docs/replication.md): a second folder, on
+     * another drive, that receives every write of the database folder
+     * (registry, store information, logs, blobs of stores that are not
+     * erasure coded). sop_db_init sets it up; on an existing database the
+     * passive side starts stale and sop_db_reinstate fills it. sop_db_open
+     * finds it recorded: NULL uses the recorded one, a path must match it
+     * (SOP_INVALID otherwise). */
+    const char *passive_path;
 } sop_db_options;
 
 SOP_API void sop_db_options_init(sop_db_options *o);
@@ -438,6 +446,33 @@ typedef struct sop_ec_drive {
     char detail[SOP_ERR_MSG_MAX];
 } sop_ec_drive;
 SOP_API sop_rc sop_db_ec_drives(sop_db *db, void (*fn)(void *ctx, const sop_ec_drive *drive),
+                                void *ctx, sop_err *err);
+
+/* ------------------------------------------------------------------------
+ * Replication (docs/replication.md)
+ * ------------------------------------------------------------------------ */
+
+typedef struct sop_replication_info {
+    bool enabled;         /* false: the database has no passive side */
+    int active;           /* 0: the database folder, 1: the passive path */
+    const char *paths[2]; /* valid while the database is open */
+    bool stale[2];        /* a stale side is not written until reinstated */
+    uint64_t generation;  /* of the state; +1 at each change */
+    int64_t changed_ms;   /* when the state last changed (Unix ms) */
+    char reason[160];     /* why the last side went stale ("" if none) */
+} sop_replication_info;
+
+SOP_API sop_rc sop_db_replication(sop_db *db, sop_replication_info *out, sop_err *err);
+/* Makes the passive side active (planned switch-over). SOP_INVALID when it
+ * is stale or the database is not replicated. Failures of the active side
+ * fail over by themselves; this is for maintenance. */
+SOP_API sop_rc sop_db_failover(sop_db *db, sop_err *err);
+/* Brings a stale side back (a replaced or repaired drive): copies the
+ * active side over it and marks it live, while the database stays open
+ * (commits wait during the copy). progress (may be NULL) reports bytes and
+ * files copied. SOP_OK also when nothing was stale. */
+SOP_API sop_rc sop_db_reinstate(sop_db *db,
+                                void (*progress)(void *ctx, uint64_t bytes, uint64_t files),
                                 void *ctx, sop_err *err);
 
 /* The hash modulus the database was created with. */

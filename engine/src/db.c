@@ -43,6 +43,7 @@
 #include "fault.h"
 #include "mem.h"
 #include "os.h"
+#include "replication.h"
 #include "txn.h"
 #include "uuid.h"
 
@@ -274,6 +275,9 @@ static sop_rc ec_open_drives(sop_db *db, sop_err *err)
     return SOP_OK;
 }
 
+static sop_rc write_header(const char *dir, uint32_t mod, const uint8_t id[16], uint8_t flags,
+                           sop_err *err);
+
 sop_rc sop_db_init(const char *dir, const sop_db_options *opts, sop_err *err)
 {
     sop_db_options o;
@@ -295,16 +299,43 @@ sop_rc sop_db_init(const char *dir, const sop_db_options *opts, sop_err *err)
                                 "%s already holds a database with registry hash modulus %u; it "
                                 "is fixed at creation (changing it would make data unreachable)",
                                 dir, existing);
-        return ec_init_existing(dir, &o, id, err);
+        SOP__TRY(ec_init_existing(dir, &o, id, err));
+        /* a passive side added to an existing database starts stale:
+         * sop_db_reinstate fills it */
+        return o.passive_path && o.passive_path[0]
+                   ? sop__repl_setup(dir, o.passive_path, id, false, err)
+                   : SOP_OK;
     }
     if (rc != SOP_NOTFOUND)
         return rc;
     sop__ecconf *ec = NULL;
     SOP__TRY(sop__ecconf_from_public(o.ec, o.ec_count, &ec, err));
     sop__uuid_v4(id);
+    sop__repl *repl = NULL;
+    if (o.passive_path && o.passive_path[0]) {
+        /* both sides know each other first; then everything else init
+         * writes is mirrored */
+        rc = mkdir_p1(SOP__SITE_DB_HEADER, dir, err);
+        if (rc == SOP_OK)
+            rc = sop__repl_setup(dir, o.passive_path, id, true, err);
+        if (rc == SOP_OK)
+            rc = sop__repl_attach(dir, o.passive_path, &repl, err);
+        if (rc != SOP_OK) {
+            sop__ecconf_free(ec, o.ec_count);
+            return rc;
+        }
+    }
     rc = init_folders(dir, ec, o.ec_count, id, err);
     sop__ecconf_free(ec, o.ec_count);
-    SOP__TRY(rc);
+    if (rc == SOP_OK)
+        rc = write_header(dir, mod, id, o.ec_count ? HEADER_FLAG_EC : 0, err);
+    sop__repl_detach(repl);
+    return rc;
+}
+
+static sop_rc write_header(const char *dir, uint32_t mod, const uint8_t id[16], uint8_t flags,
+                           sop_err *err)
+{
     uint8_t h[HEADER_SIZE];
     memset(h, 0, sizeof(h));
     memcpy(h, HEADER_MAGIC, 8);
@@ -312,7 +343,7 @@ sop_rc sop_db_init(const char *dir, const sop_db_options *opts, sop_err *err)
     sop__le_put32(h + 12, mod);
     memcpy(h + 16, id, 16);
     sop__le_put64(h + 32, (uint64_t)sop__now_ms());
-    h[40] = o.ec_count ? HEADER_FLAG_EC : 0;
+    h[40] = flags;
     sop__le_put32(h + HEADER_SIZE - 4, sop__crc32c(0, h, HEADER_SIZE - 4));
     /* the folders first, then the header's name: a header never names a
      * database whose folders could vanish */
@@ -377,8 +408,8 @@ static sop_rc ckpt_read(sop_db *db, uint64_t *gen, uint64_t *ckpt_seq, sop_err *
     for (int slot = 0; slot < 2; slot++) {
         uint8_t b[32];
         size_t got = 0;
-        SOP__TRY(sop__os_pread_full(SOP__SITE_DB_LOCK, db->lock_fd, b, sizeof(b),
-                                    CKPT_OFF + 512u * (unsigned)slot, &got, db->lockpath, err));
+        SOP__TRY(sop__os_pread_full(SOP__SITE_DB_LOCK, db->ckpt_fd, b, sizeof(b),
+                                    CKPT_OFF + 512u * (unsigned)slot, &got, db->ckptpath, err));
         if (got < sizeof(b) || sop__le_get32(b) != CKPT_MAGIC ||
             sop__le_get32(b + 28) != sop__crc32c(0, b, 28))
             continue;
@@ -404,9 +435,9 @@ static sop_rc ckpt_write_locked(sop_db *db, uint64_t ckpt_seq, sop_err *err)
     sop__le_put64(b + 8, gen + 1);
     sop__le_put64(b + 16, ckpt_seq);
     sop__le_put32(b + 28, sop__crc32c(0, b, 28));
-    SOP__TRY(sop__os_pwrite_all(SOP__SITE_DB_LOCK, db->lock_fd, b, sizeof(b),
-                                CKPT_OFF + 512u * (unsigned)((gen + 1) % 2), db->lockpath, err));
-    return sop__os_fdatasync(SOP__SITE_DB_LOCK, db->lock_fd, db->lockpath, err);
+    SOP__TRY(sop__os_pwrite_all(SOP__SITE_DB_LOCK, db->ckpt_fd, b, sizeof(b),
+                                CKPT_OFF + 512u * (unsigned)((gen + 1) % 2), db->ckptpath, err));
+    return sop__os_fdatasync(SOP__SITE_DB_LOCK, db->ckpt_fd, db->ckptpath, err);
 }
 
 static sop_rc sector_lock(sop_db *db, bool exclusive, sop_err *err);
@@ -474,7 +505,11 @@ sop_rc sop__db_lock(sop_db *db, int64_t deadline_ms, sop_err *err)
      * commit claims seq + 1 only if nobody claimed it meanwhile (a holder
      * whose Redis lock expired while it was paused finds it changed). */
     lockstate s;
-    rc = state_read_locked(db, &s, err);
+    /* another process may have failed over or reinstated a side: this
+     * commit must see the sides it does */
+    rc = db->repl ? sop__repl_check(db->repl, err) : SOP_OK;
+    if (rc == SOP_OK)
+        rc = state_read_locked(db, &s, err);
     if (rc != SOP_OK) {
         sop__db_unlock(db);
         return rc;
@@ -550,6 +585,8 @@ sop_rc sop__db_claim_seq(sop_db *db, uint64_t *seq, sop_err *err)
 sop_rc sop__db_state(sop_db *db, uint64_t *seq, bool *pending, sop_err *err)
 {
     lockstate s;
+    if (db->repl)
+        SOP__TRY(sop__repl_check(db->repl, err));
     SOP__TRY(state_read_locked(db, &s, err));
     *seq = s.seq;
     *pending = s.pending;
@@ -2096,6 +2133,7 @@ sop_rc sop_db_open(const char *dir, const sop_db_options *opts, sop_db **out, so
         return sop__err_set(err, SOP_NOMEM, 0, "sop_db_open: no memory");
     db->lock_fd = -1;
     db->dir_fd = -1;
+    db->ckpt_fd = -1;
     sop_db_options_init(&db->opts);
     if (opts) {
         sop_db_options d = db->opts;
@@ -2125,8 +2163,20 @@ sop_rc sop_db_open(const char *dir, const sop_db_options *opts, sop_db **out, so
     uint8_t hflags = 0;
     if (snprintf(db->dir, sizeof(db->dir), "%s", dir) >= (int)sizeof(db->dir))
         rc = sop__err_set(err, SOP_LIMIT, 0, "database path too long");
+    /* replication first: it decides which side every read below goes to */
+    bool replicated = db->opts.passive_path && db->opts.passive_path[0];
+    if (rc == SOP_OK && (replicated || sop__repl_present(dir, NULL) == SOP_OK))
+        rc = sop__repl_attach(dir, db->opts.passive_path, &db->repl, err);
+    db->opts.passive_path = NULL; /* the caller's string need not outlive the call */
     if (rc == SOP_OK)
         rc = read_header(dir, &db->hash_mod, db->id, &hflags, err);
+    if (rc == SOP_OK && db->repl) {
+        uint8_t rid[16];
+        sop__repl_id(db->repl, rid);
+        if (memcmp(rid, db->id, 16) != 0)
+            rc = sop__err_set(err, SOP_INVALID, 0,
+                              "%s: the replication state belongs to another database", dir);
+    }
     if (rc == SOP_OK)
         rc = ec_resolve(dir, &db->opts, &db->ec, &db->ec_n, err);
     if (rc == SOP_OK && (hflags & HEADER_FLAG_EC) && db->ec_n == 0)
@@ -2149,6 +2199,17 @@ sop_rc sop_db_open(const char *dir, const sop_db_options *opts, sop_db **out, so
                           err);
     if (rc == SOP_OK)
         rc = sop__os_open(SOP__SITE_DB_LOCK, dir, O_RDONLY | O_DIRECTORY, 0, &db->dir_fd, err);
+    /* the checkpoint mark lives with the data: replicated, in a file of its
+     * own that is mirrored (the lock file is not) */
+    if (rc == SOP_OK && db->repl) {
+        rc = path_join(db->ckptpath, err, dir, "checkpoint");
+        if (rc == SOP_OK)
+            rc = sop__os_open(SOP__SITE_DB_LOCK, db->ckptpath, O_RDWR | O_CREAT, 0600, &db->ckpt_fd,
+                              err);
+    } else if (rc == SOP_OK) {
+        db->ckpt_fd = db->lock_fd;
+        memcpy(db->ckptpath, db->lockpath, sizeof(db->ckptpath));
+    }
     if (rc == SOP_OK)
         rc = open_coord(db, err);
     if (rc == SOP_OK)
@@ -2196,10 +2257,13 @@ void sop_db_close(sop_db *db)
     sop__free(db->stores);
     sop__ecconf_free(db->ec, db->ec_n);
     sop__coord_close(db->coord);
+    if (db->ckpt_fd >= 0 && db->ckpt_fd != db->lock_fd)
+        sop__os_close(SOP__SITE_DB_LOCK, db->ckpt_fd, db->ckptpath, NULL);
     if (db->lock_fd >= 0)
         sop__os_close(SOP__SITE_DB_LOCK, db->lock_fd, db->lockpath, NULL);
     if (db->dir_fd >= 0)
         sop__os_close(SOP__SITE_DB_LOCK, db->dir_fd, db->dir, NULL);
+    sop__repl_detach(db->repl);
     sop__free(db);
 }
 
@@ -2227,4 +2291,55 @@ sop_rc sop_db_ec_drives(sop_db *db, void (*fn)(void *ctx, const sop_ec_drive *dr
         }
     }
     return SOP_OK;
+}
+
+/* ---- replication (docs/replication.md) ----------------------------------- */
+
+sop_rc sop_db_replication(sop_db *db, sop_replication_info *out, sop_err *err)
+{
+    if (db == NULL || out == NULL)
+        return sop__err_set(err, SOP_INVALID, 0, "sop_db_replication: NULL argument");
+    memset(out, 0, sizeof(*out));
+    if (db->repl)
+        sop__repl_info(db->repl, out);
+    return SOP_OK;
+}
+
+static sop_rc not_replicated(sop_db *db, const char *what, sop_err *err)
+{
+    return sop__err_set(err, SOP_INVALID, 0,
+                        "%s: %s is not replicated (set it up with a passive path: sop init DIR "
+                        "--passive PATH)",
+                        what, db->dir);
+}
+
+sop_rc sop_db_failover(sop_db *db, sop_err *err)
+{
+    if (db == NULL)
+        return sop__err_set(err, SOP_INVALID, 0, "sop_db_failover: NULL database");
+    if (db->repl == NULL)
+        return not_replicated(db, "failover", err);
+    /* under the commit lock: no commit is half way through on the old side */
+    SOP__TRY(sop__db_lock(db, 0, err));
+    sop_rc rc = sop__repl_switch(db->repl, err);
+    sop__db_unlock(db);
+    return rc;
+}
+
+sop_rc sop_db_reinstate(sop_db *db, void (*progress)(void *ctx, uint64_t bytes, uint64_t files),
+                        void *ctx, sop_err *err)
+{
+    if (db == NULL)
+        return sop__err_set(err, SOP_INVALID, 0, "sop_db_reinstate: NULL database");
+    if (db->repl == NULL)
+        return not_replicated(db, "reinstate", err);
+    /* Under the commit lock, after finishing any pending commit: the copy
+     * is of a quiet database (writes outside commits wait at the barrier). */
+    SOP__TRY(sop__db_lock(db, 0, err));
+    sop_rc rc = redo_pending(db, true, err);
+    bool copied = false;
+    if (rc == SOP_OK)
+        rc = sop__repl_reinstate(db->repl, progress, ctx, &copied, err);
+    sop__db_unlock(db);
+    return rc;
 }

@@ -89,6 +89,9 @@
     X(REPO_DROP, "repo.drop", "store folder: removal")                                             \
     X(EC_CONFIG, "ec.config", "erasure coding: the database's configuration file")                 \
     X(EC_MARKER, "ec.marker", "erasure coding: a drive folder's marker file")                      \
+    X(REPL_STATE, "replication.state", "replication: read and write of a side's state file")       \
+    X(REPL_LOCK, "replication.lock", "replication: barrier and state locks, generation hint")      \
+    X(REPL_COPY, "replication.copy", "replication: reinstate's copy of the active side")           \
     X(REG_SEGMENT_OPEN, "registry.segment_open", "registry: open and size check of a segment")     \
     X(REG_SEGMENT_CREATE, "registry.segment_create", "registry: create and size a segment")        \
     X(REG_SEGMENT_CLOSE, "registry.segment_close", "registry: close of a segment")                 \
@@ -117,7 +120,9 @@
     X(REC_LOG_REDONE, "recovery.log_redone", "recovery: one log redone, not yet removed")          \
     X(REC_ORPHANS_REMOVED, "recovery.orphans_removed", "recovery: orphan values removed")          \
     X(EC_SHARD_WRITTEN, "ec.shard_written", "erasure coding: one shard of a blob written")         \
-    X(EC_SHARD_REPAIRED, "ec.shard_repaired", "erasure coding: one bad shard rewritten")
+    X(EC_SHARD_REPAIRED, "ec.shard_repaired", "erasure coding: one bad shard rewritten")           \
+    X(REPL_FAILED_OVER, "replication.failed_over", "replication: new state durable on one side")   \
+    X(REPL_COPIED, "replication.copied", "reinstate: copy synced, side not yet marked live")
 
 typedef enum sop__site {
 #define SOP__SITE_ENUM_(id, name, desc) SOP__SITE_##id,

@@ -156,7 +156,8 @@ sop_rc sop__os_write_durably(sop__site site, const char *dir, const char *name, 
 /* Caller-owned; fill it with sop__os_dir_open. `path` must stay valid until
  * sop__os_dir_close (it is used in messages). */
 typedef struct sop__os_dir {
-    void *handle; /* from the ops table; NULL when closed */
+    void *handle; /* from the ops table (or a listing read whole); NULL when closed */
+    bool listed;  /* handle is a listing read whole (a mirrored folder) */
     const char *path;
     sop__site site;
 } sop__os_dir;
@@ -187,5 +188,77 @@ sop_rc sop__os_lock(sop__site site, int fd, sop__os_lock_mode mode, uint64_t off
 /* Releases whatever this open file description holds in [off, off+len). */
 sop_rc sop__os_unlock(sop__site site, int fd, uint64_t off, uint64_t len, const char *what,
                       sop_err *err);
+
+/* ---- Mirrored folders (replication's I/O mechanism; policy: replication.h) ----
+ *
+ * A mirror makes one folder tree ("side 0", the path the engine uses) be
+ * written as two: every path under side 0 also names the same relative path
+ * under side 1. While a mirror is registered, the wrappers above act on it:
+ *  - mutating calls (open for writing, pwrite, fsync, fdatasync, syncfs,
+ *    ftruncate, fallocate, close, rename, unlink, mkdir, rmdir, fsync_dir)
+ *    run on the primary side, then on the other side if it is live;
+ *  - reads (open read-only, pread, fstat, stat, dir_open) run on the primary;
+ *  - OFD locks are taken on every live side, side 0 first, so two processes
+ *    whose views differ still conflict on the side both use;
+ *  - a failure of the primary with a qualifying errno (sop__os_failover_errno)
+ *    or any failure of the other side is handed to the policy (`failed`),
+ *    which records it durably and either switches sides or refuses; on a
+ *    switch the call goes on, on the new primary, and succeeds if it does.
+ * An injected fault (fault.h) hits the primary side's call only.
+ * The descriptor returned by open is the one of the side that was primary
+ * then; it stays valid across switches (the wrappers map it to the other
+ * side's descriptor). Files named in `skip` (relative to side 0: the lock
+ * file, the replication state) are never mirrored, and a thread inside
+ * sop__os_mirror_bypass calls acts on the paths it names only.
+ */
+typedef struct sop__os_mirror sop__os_mirror;
+
+typedef struct sop__os_mirror_view {
+    uint64_t gen;      /* the state generation this view reflects */
+    int primary;       /* 0 or 1: the side reads go to */
+    bool live[2];      /* sides that are written (the primary always is) */
+    uint64_t since[2]; /* a side's descriptors opened before gen `since` are reopened */
+} sop__os_mirror_view;
+
+typedef struct sop__os_mirror_policy {
+    void *ctx;
+    /* Before each mutating call: enter the cross-process barrier (shared)
+     * and give the current generation hint. leave undoes enter. */
+    sop_rc (*enter)(void *ctx, uint64_t *gen, sop_err *err);
+    void (*leave)(void *ctx);
+    /* The generation hint differs from the view: bring *v up to date. */
+    sop_rc (*refresh)(void *ctx, sop__os_mirror_view *v, sop_err *err);
+    /* Side `side` failed a call (errno e, `what` describes it): record it
+     * durably and update *v (SOP_OK: go on with *v), or refuse (err says
+     * why). Called with no other call of this mirror in flight in this
+     * process. */
+    sop_rc (*failed)(void *ctx, int side, int e, const char *what, sop__os_mirror_view *v,
+                     sop_err *err);
+} sop__os_mirror_policy;
+
+/* Registers side0 (as the engine spells it) mirrored to side1, with the
+ * initial view. skip: NULL-terminated names directly under side0. One
+ * mirror per side0: registering an existing one adds a reference (and
+ * keeps the first policy). */
+sop_rc sop__os_mirror_add(const char *side0, const char *side1, const char *const *skip,
+                          const sop__os_mirror_policy *policy, const sop__os_mirror_view *view,
+                          sop__os_mirror **out, sop_err *err);
+/* Drops a reference; the last one unregisters (no file of it may be open). */
+void sop__os_mirror_release(sop__os_mirror *m);
+/* The current view (a copy). */
+sop__os_mirror_view sop__os_mirror_get_view(sop__os_mirror *m);
+/* Refreshes the view now if the policy's generation hint changed. */
+sop_rc sop__os_mirror_check(sop__os_mirror *m, sop_err *err);
+/* Runs fn with every other call on this mirror in this process held off
+ * (the view may be changed through *v). fn must use bypass for its I/O. */
+sop_rc sop__os_mirror_exclusive(sop__os_mirror *m,
+                                sop_rc (*fn)(void *ctx, sop__os_mirror_view *v, sop_err *err),
+                                void *ctx, sop_err *err);
+/* +1 / -1: while positive, this thread's calls are not mirrored. */
+void sop__os_mirror_bypass(int delta);
+/* Whether errno e means "this drive is failing" (failover qualifies):
+ * EIO, EROFS, ENOSPC, EDQUOT, EUCLEAN, ENODEV, ENXIO, ENOMEDIUM,
+ * EREMOTEIO, EMEDIUMTYPE. */
+bool sop__os_failover_errno(int e);
 
 #endif

@@ -63,11 +63,14 @@ struct sop_db {
     sop_db_options opts;
     uint32_t hash_mod;
     int lock_fd;
-    int dir_fd;         /* for syncfs */
-    bool locked;        /* this handle holds the commit lock */
-    sop__coord *coord;  /* locks (and the L2 cache) shared with other processes */
-    sop__l2 l2;         /* the shared cache, over coord (l2.h) */
-    bool coord_expires; /* its locks have a TTL (redis): holders can go stale */
+    int dir_fd;  /* for syncfs */
+    int ckpt_fd; /* the checkpoint mark's file: lock_fd, or "checkpoint" if replicated */
+    char ckptpath[SOP__PATH_MAX];
+    struct sop__repl *repl; /* active/passive replication (NULL: none) */
+    bool locked;            /* this handle holds the commit lock */
+    sop__coord *coord;      /* locks (and the L2 cache) shared with other processes */
+    sop__l2 l2;             /* the shared cache, over coord (l2.h) */
+    bool coord_expires;     /* its locks have a TTL (redis): holders can go stale */
     char commit_key[SOP__COORD_KEY_MAX];
     uint8_t lock_token[SOP__COORD_TOKEN_LEN];
     int64_t lock_taken_ms; /* when the commit lock was taken or last extended */
