@@ -975,14 +975,6 @@ void sop__os_mirror_release(sop__os_mirror *m)
     sop__free(m);
 }
 
-sop__os_mirror_view sop__os_mirror_get_view(sop__os_mirror *m)
-{
-    pthread_rwlock_rdlock(&m->rw);
-    sop__os_mirror_view v = m->v;
-    pthread_rwlock_unlock(&m->rw);
-    return v;
-}
-
 sop_rc sop__os_mirror_check(sop__os_mirror *m, sop_err *err)
 {
     SOP__TRY(mirror_begin(m, true, err));
@@ -1150,7 +1142,7 @@ sop_rc sop__os_fallocate(sop__site site, int fd, int mode, uint64_t off, uint64_
 sop_rc sop__os_fstat(sop__site site, int fd, struct stat *st, const char *what, sop_err *err)
 {
     FAULT_ERRNO(site);
-    struct stat s;
+    struct stat s = {0};
     mop o = {.kind = MK_FSTAT, .name = "fstat", .st = &s};
     e = fd_call(fd, &o, e);
     if (e != 0)
@@ -1219,7 +1211,7 @@ sop_rc sop__os_fsync_dir(sop__site site, const char *path, sop_err *err)
 sop_rc sop__os_stat(sop__site site, const char *path, struct stat *st, sop_err *err)
 {
     FAULT_ERRNO(site);
-    struct stat s;
+    struct stat s = {0};
     mop o = {.kind = MK_STAT, .name = "stat", .st = &s};
     e = path_call(path, NULL, &o, e);
     if (e != 0)

@@ -245,8 +245,6 @@ sop_rc sop__os_mirror_add(const char *side0, const char *side1, const char *cons
                           sop__os_mirror **out, sop_err *err);
 /* Drops a reference; the last one unregisters (no file of it may be open). */
 void sop__os_mirror_release(sop__os_mirror *m);
-/* The current view (a copy). */
-sop__os_mirror_view sop__os_mirror_get_view(sop__os_mirror *m);
 /* Refreshes the view now if the policy's generation hint changed. */
 sop_rc sop__os_mirror_check(sop__os_mirror *m, sop_err *err);
 /* Runs fn with every other call on this mirror in this process held off
