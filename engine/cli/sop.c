@@ -1,7 +1,8 @@
 /*
  * sop.c - the `sop` command-line tool: create libsop databases and stores,
- * put, get, delete, scan and bulk-load items, and inspect, check, scrub and
- * recover a database from the shell. docs/cli.md is the user guide.
+ * put, get, delete, scan and bulk-load items, inspect, check, scrub and
+ * recover a database, and fail over and reinstate the sides of a replicated
+ * one from the shell. docs/cli.md is the user guide.
  *
  * Shape: every command is one row of commands[] (its synopsis, the options it
  * accepts, its help text and the function that runs it). main() finds the
@@ -13,8 +14,9 @@
  *  1. Only the public API in sop.h is used.
  *  2. Every failure prints exactly one line on stderr, "sop: <what>: <why>",
  *     and ends the command with one exit status (enum status); stdout carries
- *     data only (values, scan lines, listings, check, scrub and status
- *     reports).
+ *     data only (values, scan lines, listings, check, scrub, status,
+ *     failover and reinstate reports); notes (`load`'s count, `init
+ *     --passive`'s stale side) go to stderr.
  *  3. A transaction that hit SOP_CONFLICT is run again, at most
  *     CONFLICT_RETRIES times after a short random sleep, and only while
  *     nothing it produced has been printed; a transaction body therefore
@@ -85,12 +87,17 @@ typedef enum opt_id {
     OPT_EC,
     OPT_EC_REPAIR,
     OPT_REPAIR,
+    OPT_PASSIVE,
     OPT_COUNT_
 } opt_id;
 
 #define OPT_BIT(o) (1u << (o))
-/* Accepted by every command: coordination through Redis. */
-#define OPT_GLOBAL (OPT_BIT(OPT_REDIS) | OPT_BIT(OPT_REDIS_USER) | OPT_BIT(OPT_REDIS_PASSWORD))
+/* Accepted by every command: coordination through Redis, and the passive
+ * side of a replicated database (init: sets it up; the others: must be the
+ * recorded one). */
+#define OPT_GLOBAL                                                                                 \
+    (OPT_BIT(OPT_REDIS) | OPT_BIT(OPT_REDIS_USER) | OPT_BIT(OPT_REDIS_PASSWORD) |                  \
+     OPT_BIT(OPT_PASSIVE))
 
 /* Every long option of every command; a command accepts the ones in its mask.
  * A repeatable option may be given several times: every value is kept, in
@@ -117,6 +124,7 @@ static const struct option_def {
     [OPT_EC] = {"ec", true, true},
     [OPT_EC_REPAIR] = {"ec-repair", false},
     [OPT_REPAIR] = {"repair", false},
+    [OPT_PASSIVE] = {"passive", true},
 };
 
 #define POS_MAX    4
@@ -156,17 +164,21 @@ static int run_check(const command *cmd, const args *a);
 static int run_scrub(const command *cmd, const args *a);
 static int run_status(const command *cmd, const args *a);
 static int run_recover(const command *cmd, const args *a);
+static int run_failover(const command *cmd, const args *a);
+static int run_reinstate(const command *cmd, const args *a);
 static int run_drop(const command *cmd, const args *a);
 
 static const command commands[] = {
     {"init", "DIR", OPT_BIT(OPT_HASH_MOD) | OPT_BIT(OPT_EC) | OPT_BIT(OPT_EC_REPAIR),
-     "sop init DIR [--hash-mod N] [--ec [STORE=]K+P:PATH,PATH,...]... [--ec-repair]",
+     "sop init DIR [--hash-mod N] [--ec [STORE=]K+P:PATH,PATH,...]... [--ec-repair]\n"
+     "                [--passive PATH]",
      "create a database folder",
      "Creates a database in the folder DIR (the folder itself is created if it\n"
      "does not exist, 0700). Running it again on an existing database is fine\n"
-     "as long as the hash modulus and the --ec entries are the same (or no\n"
-     "--ec is given). The --ec entries and --ec-repair are recorded in the\n"
-     "database and fixed for its life; every command uses them as recorded.\n"
+     "as long as the hash modulus, the --ec entries and the --passive path are\n"
+     "the same (or not given). The --ec entries, --ec-repair and the passive\n"
+     "path are recorded in the database and fixed for its life; every command\n"
+     "uses them as recorded.\n"
      "\n"
      "Options:\n"
      "  --hash-mod N   the registry's hash modulus, 250..750000 (default 250).\n"
@@ -185,13 +197,25 @@ static const command commands[] = {
      "                 the one without STORE=, or with none, plain files in DIR.\n"
      "  --ec-repair    reads rewrite the missing and bad shards they find (for\n"
      "                 every entry)\n"
+     "  --passive PATH\n"
+     "                 active/passive replication: the folder PATH, on another\n"
+     "                 drive, receives every write made to DIR (everything but\n"
+     "                 DIR/lock), so the database survives the loss of either\n"
+     "                 drive; see 'sop failover' and 'sop reinstate'. PATH is\n"
+     "                 created if missing (not its parents). On a new database\n"
+     "                 both sides start live; added to an existing one, the\n"
+     "                 passive side starts stale (a note on standard error says\n"
+     "                 so) until 'sop reinstate DIR' fills it. Every other\n"
+     "                 command finds PATH recorded; given to one, --passive\n"
+     "                 must name the same folder (status 4 otherwise).\n"
      "\n"
      "Examples:\n"
      "  sop init ./shop --hash-mod 1000\n"
      "  sop init ./shop --ec 2+1:/mnt/d0/shop,/mnt/d1/shop,/mnt/d2/shop --ec-repair\n"
-     "  sop init ./shop --ec orders=3+2:/mnt/d0/o,/mnt/d1/o,/mnt/d2/o,/mnt/d3/o,/mnt/d4/o\n",
+     "  sop init ./shop --ec orders=3+2:/mnt/d0/o,/mnt/d1/o,/mnt/d2/o,/mnt/d3/o,/mnt/d4/o\n"
+     "  sop init /mnt/a/shop --passive /mnt/b/shop\n",
      run_init},
-    {"status", "DIR", 0, "sop status DIR", "show a database's settings and drive health",
+    {"status", "DIR", 0, "sop status DIR", "show a database's settings, drives and replication",
      "Prints the state of the database in sections, each a '[NAME]' line and\n"
      "the section's lines, with an empty line between sections:\n"
      "\n"
@@ -202,11 +226,19 @@ static const command commands[] = {
      "                    name), K+P, 'repair' or 'no-repair', shard index,\n"
      "                    path, state (ok, missing, wrong-database or error) and\n"
      "                    detail ('-' when ok)\n"
+     "  [replication]     'field: value' lines: replication ('none', then no\n"
+     "                    more lines, or 'active/passive'), active (the folder\n"
+     "                    in use), side 0 (the database folder), side 0 state,\n"
+     "                    side 1 (the passive path), side 1 state ('live' or\n"
+     "                    'stale (WHY)'), generation and changed (UTC) of the\n"
+     "                    replication state\n"
      "\n"
      "Later versions may add sections; find a section by its '[NAME]' line.\n"
      "Opening a database writes a missing or damaged drive marker again (a\n"
      "replaced drive), so a drive shows as 'missing' or 'error' only when that\n"
      "failed; a drive marked for another database stops the open (status 4).\n"
+     "A stale side is one that missed writes (a failed or replaced drive): it\n"
+     "is not used until 'sop reinstate DIR' copies the active side over it.\n"
      "\n"
      "Example:\n"
      "  sop status ./shop\n",
@@ -354,6 +386,33 @@ static const command commands[] = {
      "Example:\n"
      "  sop recover ./shop\n",
      run_recover},
+    {"failover", "DIR", 0, "sop failover DIR",
+     "make the passive side of a replicated database active",
+     "A planned switch-over of a replicated database (sop init DIR --passive\n"
+     "PATH): the passive side becomes the active one - the side reads come\n"
+     "from - and the active side the passive one; both keep receiving every\n"
+     "write. Run it again to switch back. Prints the side that is now active.\n"
+     "Refused (status 4) when the passive side is stale - run 'sop reinstate\n"
+     "DIR' first - or the database is not replicated. A failing active drive\n"
+     "fails over by itself; this command is for maintenance.\n"
+     "\n"
+     "Example:\n"
+     "  sop failover /mnt/a/shop\n"
+     "  failed over: the active side is now /mnt/b/shop\n",
+     run_failover},
+    {"reinstate", "DIR", 0, "sop reinstate DIR", "refill a stale side of a replicated database",
+     "Brings a stale side of a replicated database back (a replaced or repaired\n"
+     "drive): copies the active side over it and marks it live. The database\n"
+     "stays usable meanwhile (commits wait during the copy). Progress is shown\n"
+     "on standard error when it is a terminal; at the end one line on standard\n"
+     "output says what was copied, or 'nothing to reinstate: both sides are\n"
+     "live'. Exits with status 4 if the database is not replicated or the copy\n"
+     "failed (the side then stays stale).\n"
+     "\n"
+     "Example:\n"
+     "  sop reinstate /mnt/a/shop\n"
+     "  reinstated /mnt/b/shop from /mnt/a/shop: 52 files, 1.3 MiB; both sides are live\n",
+     run_reinstate},
     {"drop", "DIR STORE", 0, "sop drop DIR STORE", "remove a store and all its items",
      "Removes the store STORE and every item in it. Exits with status 1 if there\n"
      "is no such store.\n"
@@ -382,7 +441,10 @@ static void print_main_help(FILE *f)
                "(many hosts sharing the database folder; docs/locking.md), with\n"
                "--redis-user USER and --redis-password PASS (or SOP_REDIS_PASSWORD in\n"
                "the environment). Without it, processes on this host coordinate\n"
-               "through the database's lock file.\n"
+               "through the database's lock file. Every command also takes --passive\n"
+               "PATH: the passive side of a replicated database, which must be the\n"
+               "recorded one (without it the recorded one is used; 'sop init' sets\n"
+               "it up).\n"
                "\n"
                "Options may come before or after the arguments; '--opt VALUE' and\n"
                "'--opt=VALUE' are the same, and '--' ends the options (for a key that\n"
@@ -688,18 +750,23 @@ static int fail(session *s, sop_rc rc)
 }
 
 /* How every command opens its database: the embedded coordination, or
- * Redis with --redis (set up by coordination_options). */
+ * Redis with --redis, and the passive path given with --passive (set up by
+ * open_options). */
 static sop_db_options db_options;
 static char redis_host[256];
 
 /*
+ * --passive PATH (the engine checks it against the recorded one), and
  * --redis HOST:PORT (PORT defaults to 6379; [v6addr]:PORT for IPv6),
  * --redis-user USER, --redis-password PASS or, better (it does not show in
  * the process list), the environment variable SOP_REDIS_PASSWORD.
  */
-static int coordination_options(const command *cmd, const args *a)
+static int open_options(const command *cmd, const args *a)
 {
     sop_db_options_init(&db_options);
+    if (a->opt[OPT_PASSIVE] && a->opt[OPT_PASSIVE][0] == '\0')
+        return usage_error(cmd, "--passive wants a folder path, not ''");
+    db_options.passive_path = a->opt[OPT_PASSIVE];
     const char *hp = a->opt[OPT_REDIS];
     if (hp == NULL) {
         if (a->opt[OPT_REDIS_USER] || a->opt[OPT_REDIS_PASSWORD])
@@ -752,8 +819,8 @@ static int session_open(session *s, const char *dir)
     if (rc != SOP_OK) {
         /* Every option passed was checked on the command line, so an open
          * refused with SOP_INVALID is about what is on disk (an erasure-
-         * coding drive folder marked for another database or shard), not
-         * bad usage. */
+         * coding drive folder marked for another database or shard, a
+         * --passive that is not the recorded passive path), not bad usage. */
         s->input_is_data = true;
         return fail(s, blame(s, rc, "open %s", dir));
     }
@@ -1026,6 +1093,31 @@ static int ec_option(const command *cmd, const char *value, ec_entry *e, sop_ec_
     return ST_OK;
 }
 
+static int replication_info(session *s, sop_replication_info *r);
+
+/* After `init --passive`: a passive side added to an existing database
+ * starts stale; say so, and how to fill it (standard error: a note, not
+ * data). */
+static int init_passive_note(const char *dir)
+{
+    session s;
+    int st = session_open(&s, dir);
+    if (st != ST_OK)
+        return st;
+    sop_replication_info r;
+    st = replication_info(&s, &r);
+    for (int i = 0; st == ST_OK && r.enabled && i < 2; i++) {
+        if (!r.stale[i])
+            continue;
+        fflush(stdout);
+        fprintf(stderr, "the %s side %s is stale (%s); 'sop reinstate %s' fills it\n",
+                i == r.active ? "active" : "passive", r.paths[i],
+                r.reason[0] ? r.reason : "not reinstated", dir);
+    }
+    session_close(&s);
+    return st;
+}
+
 static int run_init(const command *cmd, const args *a)
 {
     uint64_t mod = 0;
@@ -1058,11 +1150,14 @@ static int run_init(const command *cmd, const args *a)
     if (st == ST_OK) {
         o.ec = ec;
         o.ec_count = nec;
+        o.passive_path = a->opt[OPT_PASSIVE];
         session s;
         memset(&s, 0, sizeof(s));
         sop_rc rc = sop_db_init(a->pos[0], &o, &s.err);
         if (rc != SOP_OK)
             st = fail(&s, blame(&s, rc, "init %s", a->pos[0]));
+        else if (o.passive_path)
+            st = init_passive_note(a->pos[0]);
     }
     for (uint32_t i = 0; i < n; i++)
         ec_entry_free(&ents[i]);
@@ -1945,6 +2040,65 @@ static int status_erasure_coding(session *s)
     return ST_OK;
 }
 
+/* The replication state as this process sees it (r->enabled false: not
+ * replicated). */
+static int replication_info(session *s, sop_replication_info *r)
+{
+    sop_rc rc = sop_db_replication(s->db, r, &s->err);
+    if (rc != SOP_OK)
+        return fail(s, blame(s, rc, "read the replication state of %s", s->dir));
+    return ST_OK;
+}
+
+/* Side i's folder: absolute (side 0 is the database folder as given). */
+static void put_side_path(const sop_replication_info *r, int i)
+{
+    char *abs = realpath(r->paths[i], NULL);
+    put_escaped(stdout, abs ? abs : r->paths[i]);
+    free(abs);
+}
+
+/* "live", or "stale (WHY)": the reason is that of the last side to go
+ * stale, the only one stale in practice. */
+static void put_side_state(const sop_replication_info *r, int i)
+{
+    if (!r->stale[i]) {
+        printf("live");
+        return;
+    }
+    printf("stale");
+    if (r->reason[0]) {
+        printf(" (");
+        put_escaped(stdout, r->reason);
+        putchar(')');
+    }
+}
+
+static int status_replication(session *s)
+{
+    status_section("replication");
+    sop_replication_info r;
+    int st = replication_info(s, &r);
+    if (st != ST_OK)
+        return st;
+    if (!r.enabled) {
+        printf("replication:  none\n");
+        return ST_OK;
+    }
+    char changed[64];
+    printf("replication:  active/passive\nactive:       ");
+    put_side_path(&r, r.active);
+    for (int i = 0; i < 2; i++) {
+        printf("\nside %d:       ", i);
+        put_side_path(&r, i);
+        printf("\nside %d state: ", i);
+        put_side_state(&r, i);
+    }
+    printf("\ngeneration:   %llu\n", (unsigned long long)r.generation);
+    printf("changed:      %s\n", format_time(r.changed_ms, changed, sizeof(changed)));
+    return ST_OK;
+}
+
 static int run_status(const command *cmd, const args *a)
 {
     (void)cmd;
@@ -1954,12 +2108,143 @@ static int run_status(const command *cmd, const args *a)
         return st;
     status_database(&s);
     st = status_erasure_coding(&s);
-    /* ---- [replication]: RESERVED -------------------------------------
-     * The replication section (active side, passive side, stale flags)
-     * goes here, after [erasure coding]: a status_replication(&s) that
-     * calls status_section("replication"), prints "field: value" lines
-     * and returns an exit status like status_erasure_coding. Document it
-     * in docs/cli.md, "status". */
+    if (st == ST_OK)
+        st = status_replication(&s);
+    session_close(&s);
+    return st;
+}
+
+/* ------------------------------------------------------------------------
+ * failover, reinstate
+ * ------------------------------------------------------------------------ */
+
+/* Opens dir and reads its replication state; a database that is not
+ * replicated is an error (status 4) naming how to set it up. */
+static int replicated_open(session *s, const char *verb, const char *dir, sop_replication_info *r)
+{
+    int st = session_open(s, dir);
+    if (st != ST_OK)
+        return st;
+    /* SOP_INVALID from failover or reinstate is about the database's
+     * state (a stale side), not the command line */
+    s->input_is_data = true;
+    st = replication_info(s, r);
+    if (st == ST_OK && !r->enabled) {
+        say("%s %s: %s is not replicated (set it up with 'sop init %s --passive PATH')", verb, dir,
+            dir, dir);
+        st = ST_ERROR;
+    }
+    if (st != ST_OK)
+        session_close(s);
+    return st;
+}
+
+static int run_failover(const command *cmd, const args *a)
+{
+    (void)cmd;
+    const char *dir = a->pos[0];
+    session s;
+    sop_replication_info r;
+    int st = replicated_open(&s, "failover", dir, &r);
+    if (st != ST_OK)
+        return st;
+    int other = 1 - r.active;
+    if (r.stale[other]) {
+        /* the engine refuses it too; this says what to do about it */
+        say("failover %s: refused: the passive side %s is stale (%s); run 'sop reinstate %s' first",
+            dir, r.paths[other], r.reason[0] ? r.reason : "not reinstated", dir);
+        st = ST_ERROR;
+    } else {
+        sop_rc rc = sop_db_failover(s.db, &s.err);
+        if (rc != SOP_OK)
+            st = fail(&s, blame(&s, rc, "failover %s", dir));
+    }
+    if (st == ST_OK)
+        st = replication_info(&s, &r);
+    if (st == ST_OK) {
+        printf("failed over: the active side is now ");
+        put_side_path(&r, r.active);
+        putchar('\n');
+    }
+    session_close(&s);
+    return st;
+}
+
+/* "1.3 MiB" (or "512 bytes"). */
+static const char *format_bytes(uint64_t n, char *out, size_t cap)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+    if (n < 1024) {
+        snprintf(out, cap, "%llu byte%s", (unsigned long long)n, plural(n));
+        return out;
+    }
+    double v = (double)n / 1024.0;
+    size_t u = 0;
+    while (v >= 1024.0 && u + 1 < sizeof(units) / sizeof(units[0])) {
+        v /= 1024.0;
+        u++;
+    }
+    snprintf(out, cap, "%.1f %s", v, units[u]);
+    return out;
+}
+
+typedef struct reinstate_job {
+    progress progress;
+    const char *target; /* the stale side's path */
+    uint64_t bytes, files;
+} reinstate_job;
+
+/* Keeps the counts and redraws "reinstating PATH: N files, SIZE". */
+static void reinstate_progress(void *ctx, uint64_t bytes, uint64_t files)
+{
+    reinstate_job *j = ctx;
+    j->bytes = bytes;
+    j->files = files;
+    if (progress_due(&j->progress)) {
+        char size[32];
+        progress_draw("reinstating %s: %llu file%s, %s", j->target, (unsigned long long)files,
+                      plural(files), format_bytes(bytes, size, sizeof(size)));
+    }
+}
+
+static int run_reinstate(const command *cmd, const args *a)
+{
+    (void)cmd;
+    const char *dir = a->pos[0];
+    session s;
+    sop_replication_info before, after;
+    int st = replicated_open(&s, "reinstate", dir, &before);
+    if (st != ST_OK)
+        return st;
+    int target = before.stale[0] ? 0 : before.stale[1] ? 1 : -1;
+    reinstate_job j = {.target = target >= 0 ? before.paths[target] : before.paths[1]};
+    progress_start(&j.progress);
+    sop_rc rc = sop_db_reinstate(s.db, reinstate_progress, &j, &s.err);
+    progress_erase();
+    if (rc != SOP_OK)
+        st = fail(&s, blame(&s, rc, "reinstate %s", dir));
+    if (st == ST_OK)
+        st = replication_info(&s, &after);
+    for (int i = 0; st == ST_OK && i < 2; i++) {
+        if (after.stale[i]) { /* another process marked it stale since */
+            say("reinstate %s: %s is stale again (%s)", dir, after.paths[i],
+                after.reason[0] ? after.reason : "no reason recorded");
+            st = ST_ERROR;
+        }
+    }
+    if (st == ST_OK && target < 0 && j.files == 0) {
+        printf("nothing to reinstate: both sides are live\n");
+    } else if (st == ST_OK) {
+        if (target < 0) /* went stale between the two looks */
+            target = 1 - after.active;
+        char size[32];
+        printf("reinstated ");
+        put_side_path(&after, target);
+        printf(" from ");
+        put_side_path(&after, after.active);
+        printf(": %llu file%s, %s; both sides are live\n", (unsigned long long)j.files,
+               plural(j.files), format_bytes(j.bytes, size, sizeof(size)));
+    }
     session_close(&s);
     return st;
 }
@@ -2032,7 +2317,7 @@ int main(int argc, char **argv)
     args a;
     int st = parse_args(cmd, argc - 2, argv + 2, &a);
     if (st == ST_OK)
-        st = coordination_options(cmd, &a);
+        st = open_options(cmd, &a);
     if (st != ST_OK)
         return st;
     static char outbuf[1 << 16];

@@ -2165,7 +2165,12 @@ sop_rc sop_db_open(const char *dir, const sop_db_options *opts, sop_db **out, so
         rc = sop__err_set(err, SOP_LIMIT, 0, "database path too long");
     /* replication first: it decides which side every read below goes to */
     bool replicated = db->opts.passive_path && db->opts.passive_path[0];
-    if (rc == SOP_OK && (replicated || sop__repl_present(dir, NULL) == SOP_OK))
+    bool present = rc == SOP_OK && sop__repl_present(dir, NULL) == SOP_OK;
+    uint32_t hm;
+    if (rc == SOP_OK && replicated && !present && read_header(dir, &hm, NULL, NULL, NULL) == SOP_OK)
+        rc = sop__err_set(err, SOP_INVALID, 0,
+                          "%s is not replicated (set it up with sop init DIR --passive PATH)", dir);
+    else if (rc == SOP_OK && (replicated || present))
         rc = sop__repl_attach(dir, db->opts.passive_path, &db->repl, err);
     db->opts.passive_path = NULL; /* the caller's string need not outlive the call */
     if (rc == SOP_OK)

@@ -661,7 +661,15 @@ static int mirror_run(sop__os_mirror *m, bool all, mop *o, int injected, side_ca
             res = e;
             break;
         }
-        if (!mirror_failed(m, mut, s, e, what)) {
+        /* name the side that failed, not side 0 */
+        char sw[MIRROR_PATH + 64];
+        const char *at = strstr(what, m->side[0]);
+        if (s == 1 && at)
+            snprintf(sw, sizeof(sw), "%.*s%s%s", (int)(at - what), what, m->side[1],
+                     at + m->len[0]);
+        else
+            snprintf(sw, sizeof(sw), "%s", what);
+        if (!mirror_failed(m, mut, s, e, sw)) {
             res = e;
             break;
         }

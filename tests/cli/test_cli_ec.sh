@@ -107,7 +107,10 @@ coordination: local
 tab=$'\t'
 ok_drives="(default)${tab}2+1${tab}no-repair${tab}0${tab}$D0${tab}ok${tab}-
 (default)${tab}2+1${tab}no-repair${tab}1${tab}$D1${tab}ok${tab}-
-(default)${tab}2+1${tab}no-repair${tab}2${tab}$D2${tab}ok${tab}-"
+(default)${tab}2+1${tab}no-repair${tab}2${tab}$D2${tab}ok${tab}-
+
+[replication]
+replication:  none"
 expect_out "status shows the database and three drives ok" 0 "$status_head
 $ok_drives" status "$DB"
 
@@ -270,7 +273,10 @@ hash modulus: 1000
 coordination: local
 
 [erasure coding]
-none" status "$T/plain"
+none
+
+[replication]
+replication:  none" status "$T/plain"
 expect "create a store in it" 0 create "$T/plain" s --values separate
 expect "put in it" 0 put "$T/plain" s k v
 run scrub "$T/plain"
