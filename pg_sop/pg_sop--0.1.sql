@@ -52,3 +52,32 @@ LANGUAGE C STRICT VOLATILE;
 -- will do: wait (PostgreSQL transaction in progress or prepared), commit,
 -- roll back, or leave them (another cluster's or database's).
 CREATE VIEW pg_sop_in_doubt AS SELECT * FROM pg_sop_in_doubt_list();
+
+-- Active/passive replication of a server's database (the passive_path
+-- option; docs/pg_sop.md, "Replication"): its state, and the two changes an
+-- administrator makes. The NULLs of a database without a passive side:
+-- everything but enabled.
+CREATE FUNCTION pg_sop_replication(server text, OUT enabled boolean, OUT active text,
+                                   OUT active_path text, OUT path_stale boolean,
+                                   OUT passive_path text, OUT passive_stale boolean,
+                                   OUT generation bigint, OUT changed timestamptz,
+                                   OUT reason text)
+RETURNS record
+AS 'MODULE_PATHNAME'
+LANGUAGE C STRICT VOLATILE;
+
+-- Makes the other side active (a planned switch-over; the engine fails
+-- over by itself when the active side fails).
+CREATE FUNCTION pg_sop_failover(server text)
+RETURNS void
+AS 'MODULE_PATHNAME'
+LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION pg_sop_failover(text) FROM PUBLIC;
+
+-- Copies the active side over a stale one (a replaced drive) and marks it
+-- live; commits of every session wait during the copy.
+CREATE FUNCTION pg_sop_reinstate(server text, OUT bytes bigint, OUT files bigint)
+RETURNS record
+AS 'MODULE_PATHNAME'
+LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION pg_sop_reinstate(text) FROM PUBLIC;

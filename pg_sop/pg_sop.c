@@ -5,6 +5,7 @@
  */
 #include "pg_sop.h"
 
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include "access/genam.h"
@@ -267,6 +268,63 @@ static bool ec_options(List *options, sop_ec_config *ec)
     return true;
 }
 
+/* A folder option without its trailing slashes (palloc'd). */
+static char *folder_opt(DefElem *d)
+{
+    char *p = pstrdup(defGetString(d));
+    size_t len = strlen(p);
+    while (len > 1 && p[len - 1] == '/')
+        p[--len] = '\0';
+    return p;
+}
+
+/* Whether folder `in` is `outer` or inside it (both without trailing
+ * slashes). */
+static bool folder_within(const char *in, const char *outer)
+{
+    size_t n = strlen(outer);
+    if (strcmp(outer, "/") == 0)
+        return true;
+    return strncmp(in, outer, n) == 0 && (in[n] == '\0' || in[n] == '/');
+}
+
+/* A server's passive_path (replication, docs/pg_sop.md), without trailing
+ * slashes, or NULL when it has none. ERRORs when it is the database folder
+ * or either folder is inside the other (every file of the one is copied to
+ * the other). The values are checked by check_option. */
+static char *passive_option(List *options)
+{
+    DefElem *path = NULL, *passive = NULL;
+    ListCell *lc;
+    foreach (lc, options) {
+        DefElem *d = lfirst(lc);
+        if (strcmp(d->defname, "path") == 0)
+            path = d;
+        else if (strcmp(d->defname, "passive_path") == 0)
+            passive = d;
+    }
+    if (passive == NULL)
+        return NULL;
+    char *pp = folder_opt(passive);
+    if (path == NULL)
+        return pp;
+    char *p = folder_opt(path);
+    if (strcmp(p, pp) == 0)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("option \"passive_path\" must be another folder than \"path\", "
+                               "not \"%s\"",
+                               pp),
+                        errdetail("The passive side is a second copy of the database folder, on "
+                                  "another drive.")));
+    if (folder_within(pp, p) || folder_within(p, pp))
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("options \"path\" and \"passive_path\" must not be inside one "
+                               "another"),
+                        errdetail("\"%s\" is inside \"%s\".", folder_within(pp, p) ? pp : p,
+                                  folder_within(pp, p) ? p : pp)));
+    return pp;
+}
+
 /* Checks every option's value (the validator, and again at use). */
 static void check_option(DefElem *d)
 {
@@ -276,6 +334,10 @@ static void check_option(DefElem *d)
         if (p[0] != '/')
             ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                             errmsg("option \"%s\" must be an absolute path, not \"%s\"", n, p)));
+        for (const char *q = p; *q; q++)
+            if ((unsigned char)*q < 0x20 || *q == 0x7f)
+                ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                                errmsg("option \"%s\" must not contain control characters", n)));
     } else if (strcmp(n, "coordination") == 0) {
         char *s = defGetString(d);
         if (strcmp(s, "local") != 0 && strcmp(s, "redis") != 0)
@@ -365,6 +427,7 @@ Datum pg_sop_validator(PG_FUNCTION_ARGS)
                      errmsg("redis_host, redis_port and lock_ttl_ms need coordination 'redis'")));
         sop_ec_config ec;
         (void)ec_options(options, &ec);
+        (void)passive_option(options);
     }
     PG_RETURN_VOID();
 }
@@ -440,6 +503,57 @@ static UserMapping *any_user_mapping(Oid serverid)
     return um;
 }
 
+/* Whether folder `configured` (a server's passive_path, which may not
+ * exist) is `recorded` (the engine's resolved path): the same once
+ * symbolic links are resolved - of the folder, or of its parent when it is
+ * missing. */
+static bool same_folder(const char *configured, const char *recorded)
+{
+    if (recorded == NULL)
+        return false;
+    if (strcmp(configured, recorded) == 0)
+        return true;
+    char *real = realpath(configured, NULL);
+    if (real != NULL) {
+        bool same = strcmp(real, recorded) == 0;
+        free(real);
+        return same;
+    }
+    char *parent = pstrdup(configured);
+    char *slash = strrchr(parent, '/');
+    if (slash == NULL)
+        return false;
+    *slash = '\0';
+    real = realpath(parent[0] ? parent : "/", NULL);
+    if (real == NULL)
+        return false;
+    char *joined = psprintf("%s/%s", strcmp(real, "/") == 0 ? "" : real, slash + 1);
+    free(real);
+    return strcmp(joined, recorded) == 0;
+}
+
+/* Whether a folder holds nothing (or cannot be read). */
+static bool folder_empty(const char *path)
+{
+    DIR *dir = opendir(path);
+    struct dirent *e;
+    bool empty = true;
+    if (dir == NULL)
+        return true;
+    while (empty && (e = readdir(dir)) != NULL)
+        empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+    closedir(dir);
+    return empty;
+}
+
+#define LOST_PATH_HINT                                                                             \
+    "If the drive of path was replaced after the passive side became the active one, create "      \
+    "the empty folder: the database opens from the passive side, and pg_sop_reinstate() fills "    \
+    "the folder again. Otherwise restore the folder from a copy of the passive side."
+#define PASSIVE_HINT                                                                               \
+    "passive_path must be the passive folder the database was created with; a database created "   \
+    "without passive_path cannot be opened with it."
+
 /* Opens the server's database; false when the folder does not exist and
  * `create` is not set. */
 static bool open_db(PgSopConn *c, bool create)
@@ -451,7 +565,6 @@ static bool open_db(PgSopConn *c, bool create)
     const char *path = NULL;
     ListCell *lc;
     static char host[256], user[256], password[256];
-    bool passive = false;
     foreach (lc, srv->options) {
         DefElem *d = lfirst(lc);
         check_option(d);
@@ -469,13 +582,10 @@ static bool open_db(PgSopConn *c, bool create)
             o.lock_ttl_ms = (uint32_t)int_opt(d, 1000, 3600000);
         else if (strcmp(d->defname, "registry_hash_mod") == 0)
             o.registry_hash_mod = (uint32_t)int_opt(d, 250, 750000);
-        else if (strcmp(d->defname, "passive_path") == 0)
-            passive = true;
     }
-    if (passive)
-        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("server \"%s\": %s is not available in this version of pg_sop",
-                               srv->servername, "replication (passive_path)")));
+    /* replication: sop_db_init sets it up with a new database; on open the
+     * engine checks it against the recorded passive path */
+    const char *passive = passive_option(srv->options);
     /* erasure coding: the default entry (every store), recorded by
      * sop_db_init; on open it must match the recorded one (its repair flag
      * overrides). Without ec_* options the recorded configuration is used. */
@@ -511,36 +621,83 @@ static bool open_db(PgSopConn *c, bool create)
     sop_err err;
     sop_err_clear(&err);
     struct stat st;
+    /* A lost passive drive: the engine refuses a given passive path it
+     * cannot resolve, so the database is opened with the recorded one (the
+     * engine marks that side stale) and checked against passive_path
+     * below. */
+    bool passive_missing = passive && stat(passive, &st) != 0 && errno == ENOENT;
     if (stat(path, &st) != 0) {
         if (!create)
             return false;
+        /* never a new database over a passive side that may hold this
+         * server's data (the drive of path replaced) */
+        if (passive && !passive_missing && !folder_empty(passive))
+            ereport(ERROR,
+                    (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                     errmsg("the SOP database folder \"%s\" of server \"%s\" is missing, but its "
+                            "passive_path \"%s\" is not empty",
+                            path, srv->servername, passive),
+                     errdetail("pg_sop creates a database only when path is missing and "
+                               "passive_path is missing or empty."),
+                     errhint("%s", LOST_PATH_HINT)));
         /* a new database folder (its parent must exist) */
+        o.passive_path = passive;
         sop_rc rc = sop_db_init(path, &o, &err);
+        const char *hint = NULL;
+        if (o.ec_count)
+            hint = "The database folder and each folder of ec_paths are created if their parent "
+                   "exists, and must be writable by the server's OS user.";
+        else if (passive)
+            hint = "The database folder and passive_path are created if their parent exists, and "
+                   "must be writable by the server's OS user.";
+        if (rc != SOP_IO && rc != SOP_NOTFOUND)
+            hint = NULL;
         if (rc != SOP_OK)
             ereport(
                 ERROR,
                 (errcode(pgsop_sqlstate(rc)),
                  errmsg("could not create the SOP database \"%s\": %s", path, sop_rc_message(rc)),
-                 err.msg[0] ? errdetail("%s", err.msg) : 0,
-                 o.ec_count && (rc == SOP_IO || rc == SOP_NOTFOUND)
-                     ? errhint("The database folder and each folder of ec_paths are "
-                               "created if their parent exists, and must be writable by the "
-                               "server's OS user.")
-                     : 0));
+                 err.msg[0] ? errdetail("%s", err.msg) : 0, hint ? errhint("%s", hint) : 0));
+        passive_missing = false; /* made by sop_db_init */
     }
+    o.passive_path = passive_missing ? NULL : passive;
     sop_rc rc = sop_db_open(path, &o, &c->db, &err);
     if (rc != SOP_OK) {
+        const char *hint = NULL;
+        if (o.ec_count && rc == SOP_INVALID)
+            hint = "ec_data_shards, ec_parity_shards and ec_paths must be the ones the database "
+                   "was created with, the folders in the same order; without them the recorded "
+                   "ones are used.";
+        else if (passive)
+            hint = rc == SOP_NOTFOUND ? LOST_PATH_HINT : PASSIVE_HINT;
         c->db = NULL;
-        ereport(ERROR,
-                (errcode(pgsop_sqlstate(rc)),
-                 errmsg("could not open the SOP database \"%s\" of server \"%s\": %s", path,
-                        srv->servername, sop_rc_message(rc)),
-                 err.msg[0] ? errdetail("%s", err.msg) : 0,
-                 o.ec_count && rc == SOP_INVALID
-                     ? errhint("ec_data_shards, ec_parity_shards and ec_paths must be the ones "
-                               "the database was created with, the folders in the same order; "
-                               "without them the recorded ones are used.")
-                     : 0));
+        ereport(ERROR, (errcode(pgsop_sqlstate(rc)),
+                        errmsg("could not open the SOP database \"%s\" of server \"%s\": %s", path,
+                               srv->servername, sop_rc_message(rc)),
+                        err.msg[0] ? errdetail("%s", err.msg) : 0, hint ? errhint("%s", hint) : 0));
+    }
+    /* The engine checks a given passive path only when it first opens the
+     * folder in this process (a second handle shares the first one's
+     * replication state), and not at all when it was missing: checked here
+     * against the recorded one. */
+    if (passive) {
+        sop_replication_info ri;
+        sop_err_clear(&err);
+        rc = sop_db_replication(c->db, &ri, &err);
+        if (rc == SOP_OK && !(ri.enabled && same_folder(passive, ri.paths[1]))) {
+            char *detail = ri.enabled ? psprintf("%s is replicated to %s, not to %s", path,
+                                                 ri.paths[1], passive)
+                                      : psprintf("%s is not replicated", path);
+            rc = SOP_INVALID;
+            sop_db_close(c->db);
+            c->db = NULL;
+            ereport(ERROR, (errcode(pgsop_sqlstate(rc)),
+                            errmsg("could not open the SOP database \"%s\" of server \"%s\": %s",
+                                   path, srv->servername, sop_rc_message(rc)),
+                            errdetail("%s%s.", detail,
+                                      passive_missing ? " (passive_path does not exist)" : ""),
+                            errhint(PASSIVE_HINT)));
+        }
     }
     return true;
 }

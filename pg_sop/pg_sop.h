@@ -9,6 +9,8 @@
  *  - codec.c: a table's shape (key columns, raw or row-encoded stores) and
  *    the mapping of rows to engine keys and values.
  *  - fdw.c: planner and executor callbacks, ANALYZE, TRUNCATE, IMPORT.
+ *  - replication.c: pg_sop_replication, pg_sop_failover, pg_sop_reinstate
+ *    (the passive_path option is checked and passed on in pg_sop.c).
  *
  * Invariants:
  *  1. Nothing is opened in _PG_init (it may run in the postmaster): the

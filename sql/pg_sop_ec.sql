@@ -143,7 +143,8 @@ CREATE SERVER ec_shared FOREIGN DATA WRAPPER pg_sop
 CREATE FOREIGN TABLE shared_t (id int OPTIONS (key 'true')) SERVER ec_shared
   OPTIONS (create_if_missing 'true');
 SELECT * FROM shared_t;
--- replication is still refused
+-- a database made without replication cannot be opened with passive_path
+-- (replication itself: pg_sop_repl)
 CREATE SERVER ec_passive FOREIGN DATA WRAPPER pg_sop
   OPTIONS (path :'path', ec_data_shards '2', ec_parity_shards '1', ec_paths :'paths',
            passive_path '/tmp/pg_sop_regress/passive');

@@ -103,8 +103,8 @@ SELECT * FROM k_more ORDER BY d, t, r, v;
 SELECT x FROM k_more WHERE d = '2026-01-02' AND t = '2026-01-02 03:04:05.678901' AND r = 1.25 AND v = 'a';
 SELECT x FROM k_more WHERE d = '2026-01-02' AND t = '2026-01-02 03:04:05.678901' AND r > 0 ORDER BY d, t, r, v;
 
--- server options: replication is refused at use, Redis coordination
--- reports an unreachable server (erasure coding: pg_sop_ec)
+-- server options: a replicated database (more in pg_sop_repl), Redis
+-- coordination reports an unreachable server (erasure coding: pg_sop_ec)
 CREATE SERVER passivedb FOREIGN DATA WRAPPER pg_sop
   OPTIONS (path '/tmp/pg_sop_regress/active', passive_path '/tmp/pg_sop_regress/passive');
 CREATE FOREIGN TABLE passive_t (id int OPTIONS (key 'true')) SERVER passivedb OPTIONS (create_if_missing 'true');

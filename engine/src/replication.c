@@ -371,10 +371,13 @@ sop_rc sop__repl_setup(const char *dir, const char *passive, const uint8_t id[16
     char abs[PATH_MAX_], absdir[PATH_MAX_];
     SOP__TRY(abs_path(passive, abs, err));
     SOP__TRY(abs_path(dir, absdir, err));
-    if (strcmp(abs, absdir) == 0)
+    size_t la = strlen(abs), ld = strlen(absdir);
+    if (strcmp(abs, absdir) == 0 || (la > ld && strncmp(abs, absdir, ld) == 0 && abs[ld] == '/') ||
+        (ld > la && strncmp(abs, absdir, la) == 0 && absdir[la] == '/'))
         return sop__err_set(err, SOP_INVALID, 0,
-                            "replication: the passive path %s is the database folder itself",
-                            passive);
+                            "replication: the passive path %s and the database folder %s must be "
+                            "separate folders (neither inside the other)",
+                            passive, dir);
     if (rc == SOP_OK) {
         if (strcmp(cur.passive, abs) != 0)
             return sop__err_set(err, SOP_INVALID, 0,
