@@ -40,6 +40,16 @@ static PgSopConn *server_conn(text *name, bool check_usage)
     return c;
 }
 
+/* The blessed row type a composite-returning function was declared with. */
+static TupleDesc result_desc(FunctionCallInfo fcinfo, const char *fn)
+{
+    TupleDesc desc;
+    if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+        ereport(ERROR,
+                (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("%s must return a record", fn)));
+    return BlessTupleDesc(desc);
+}
+
 static sop_replication_info replication_info(PgSopConn *c)
 {
     sop_replication_info ri;
@@ -58,11 +68,7 @@ PG_FUNCTION_INFO_V1(pg_sop_replication);
  * not replicated. */
 Datum pg_sop_replication(PG_FUNCTION_ARGS)
 {
-    TupleDesc desc;
-    if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("pg_sop_replication must return a record")));
-    desc = BlessTupleDesc(desc);
+    TupleDesc desc = result_desc(fcinfo, "pg_sop_replication");
     PgSopConn *c = server_conn(PG_GETARG_TEXT_PP(0), true);
     sop_replication_info ri = replication_info(c);
     Datum values[9];
@@ -122,11 +128,7 @@ PG_FUNCTION_INFO_V1(pg_sop_reinstate);
  * files) copied, 0 and 0 when no side was stale. */
 Datum pg_sop_reinstate(PG_FUNCTION_ARGS)
 {
-    TupleDesc desc;
-    if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("pg_sop_reinstate must return a record")));
-    desc = BlessTupleDesc(desc);
+    TupleDesc desc = result_desc(fcinfo, "pg_sop_reinstate");
     PgSopConn *c = server_conn(PG_GETARG_TEXT_PP(0), false);
     Copied copied = {0, 0};
     sop_err err;

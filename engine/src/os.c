@@ -569,10 +569,12 @@ static void mirror_end(sop__os_mirror *m, bool mut)
 
 /* Side s failed with e: the policy decides (view exclusive meanwhile).
  * Returns true to go on (the view changed), false if it refused or the
- * call cannot be restarted (the note says why). */
-static bool mirror_failed(sop__os_mirror *m, bool mut, int s, int e, const char *what)
+ * call cannot be restarted (the note says why). Either way the view is
+ * held again on return - shared only, with *mut cleared, when the barrier
+ * could not be entered again. */
+static bool mirror_failed(sop__os_mirror *m, bool *mut, int s, int e, const char *what)
 {
-    mirror_end(m, mut);
+    mirror_end(m, *mut);
     sop_err ferr = {0};
     pthread_rwlock_wrlock(&m->rw);
     sop_rc rc = m->pol.failed(m->pol.ctx, s, e, what, &m->v, &ferr);
@@ -580,12 +582,11 @@ static bool mirror_failed(sop__os_mirror *m, bool mut, int s, int e, const char 
     if (rc != SOP_OK)
         set_note(ferr.msg);
     sop_err berr = {0};
-    if (mirror_begin(m, mut, &berr) != SOP_OK) {
+    if (mirror_begin(m, *mut, &berr) != SOP_OK) {
         if (rc == SOP_OK)
             set_note(berr.msg);
-        pthread_rwlock_rdlock(&m->rw); /* mirror_end expects it held */
-        if (mut)
-            (void)m->pol.enter(m->pol.ctx, &(uint64_t){0}, NULL);
+        *mut = false;
+        (void)mirror_begin(m, false, NULL); /* cannot fail: the view shared */
         return false;
     }
     return rc == SOP_OK;
@@ -669,7 +670,7 @@ static int mirror_run(sop__os_mirror *m, bool all, mop *o, int injected, side_ca
                      at + m->len[0]);
         else
             snprintf(sw, sizeof(sw), "%s", what);
-        if (!mirror_failed(m, mut, s, e, sw)) {
+        if (!mirror_failed(m, &mut, s, e, sw)) {
             res = e;
             break;
         }
@@ -708,11 +709,10 @@ static int fd_call(int fd, mop *o, int injected)
 {
     mentry *me;
     if (!mirroring() || (me = entry_of(fd)) == NULL) {
-        if (o->kind == MK_CLOSE) {
-            int e = raw_fd(fd, o);
-            return injected ? injected : e;
-        }
-        return injected ? injected : raw_fd(fd, o);
+        if (injected && o->kind != MK_CLOSE)
+            return injected; /* close still releases the descriptor */
+        int e = raw_fd(fd, o);
+        return injected ? injected : e;
     }
     if (o->kind == MK_CLOSE) {
         /* every side's descriptor goes; a failing close is a failing side
@@ -1257,8 +1257,9 @@ sop_rc sop__os_dir_next(sop__os_dir *d, const char **name, sop_err *err)
         mlist *l = d->handle;
         char what[MIRROR_PATH + 32];
         snprintf(what, sizeof(what), "readdir of %s", nm(d->path));
+        bool mut = false;
         pthread_rwlock_rdlock(&l->m->rw);
-        if (mirror_failed(l->m, false, l->m->v.primary, e, what))
+        if (mirror_failed(l->m, &mut, l->m->v.primary, e, what))
             e = 0;
         mirror_end(l->m, false);
         if (e != 0)

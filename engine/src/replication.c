@@ -240,7 +240,7 @@ static sop_rc publish(sop__repl *r, sop_err *err)
                             (unsigned long long)r->st.gen);
             return rc;
         }
-        if (s == r->st.primary || !(r->st.stale & (1u << s)))
+        if (!(r->st.stale & (1u << s)))
             SOP__CRASH_POINT(REPL_FAILED_OVER);
     }
     hint_write(r, r->st.gen);
@@ -524,7 +524,6 @@ sop_rc sop__repl_attach(const char *dir, const char *passive, sop__repl **out, s
         sop__os_mirror_policy pol = {r, pol_enter, pol_leave, pol_refresh, pol_failed};
         sop__os_mirror_view v;
         memset(&v, 0, sizeof(v));
-        v.live[0] = v.live[1] = false;
         view_from(&r->st, &v);
         rc = sop__os_mirror_add(r->side[0], r->side[1], skip_names, &pol, &v, &r->mirror, err);
     }

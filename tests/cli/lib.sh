@@ -108,3 +108,16 @@ finish() {
     [ "$failed" -eq 0 ]
     exit
 }
+
+# check_that DESC CONDITION...: the condition (a command) holds; on failure
+# shows the last command's status, stdout and stderr.
+check_that() {
+    local desc=$1
+    shift
+    if "$@"; then ok "$desc"; else fail "$desc" "status $st, stdout [${out:0:600}], stderr [${err:0:300}]"; fi
+}
+# has_line PATTERN...: stdout has a line matching each extended regex.
+has_line() {
+    local p
+    for p in "$@"; do grep -qE -- "$p" <<<"$out" || return 1; done
+}

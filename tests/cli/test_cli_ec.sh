@@ -15,18 +15,6 @@ set -u
 # shellcheck source=tests/cli/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-# check_that DESC CONDITION...: the condition (a command) holds; on failure
-# shows the last command's status, stdout and stderr.
-check_that() {
-    local desc=$1
-    shift
-    if "$@"; then ok "$desc"; else fail "$desc" "status $st, stdout [${out:0:600}], stderr [${err:0:300}]"; fi
-}
-# has_line PATTERN...: stdout has a line matching each extended regex.
-has_line() {
-    local p
-    for p in "$@"; do grep -qE -- "$p" <<<"$out" || return 1; done
-}
 # exits_with STATUS PATTERN...: the status, and has_line PATTERN...
 exits_with() {
     local want=$1

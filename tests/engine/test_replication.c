@@ -22,7 +22,10 @@
  *     then the active side failing: the commit fails with "failover
  *     refused", and once the drive is back nothing acknowledged is lost;
  *  4. a full file system (a 2 MiB tmpfs, where the machine lets us mount
- *     one) under the active side: ENOSPC fails over;
+ *     one) under the active side: ENOSPC fails over; failover refused when
+ *     the lock file's hint shows a newer state than the readable side
+ *     holds (another process marked it stale), and at open unless the hint
+ *     proves the other side current;
  *  5. reinstate while another process and a thread commit: afterwards the
  *     two sides are identical and the reinstated side serves reads;
  *  6. kill -9 at the new crash points (state written on one side, copy
@@ -688,14 +691,16 @@ TEST(a_full_file_system_under_the_active_side_fails_over)
     sop_db *db = open_db(&r);
     static bool acked[2000];
     memset(acked, 0, sizeof(acked));
-    int tx;
-    for (tx = 0; tx < 2000; tx++) {
+    /* until the file system fills and the database fails over, then 20
+     * transfers more on the other side */
+    int tx, failed_over_at = -1;
+    for (tx = 0; tx < 2000 && (failed_over_at < 0 || tx < failed_over_at + 20); tx++) {
         rc = transfer(db, tx, &err);
         if (rc != SOP_OK)
             break;
         acked[tx] = true;
-        if (info_of(db).active == 1 && tx > 0 && acked[tx - 1] && tx % 50 == 0)
-            break;
+        if (failed_over_at < 0 && info_of(db).active == 1)
+            failed_over_at = tx;
     }
     sop_replication_info ri = info_of(db);
     bool ok =
@@ -708,6 +713,99 @@ TEST(a_full_file_system_under_the_active_side_fails_over)
     sop_db_close(db);
     umount(mnt);
     CHECK_MSG(ok, "%s", why);
+}
+
+/* A process whose view is older than the newest state: another process
+ * marked the passive side stale, on the active side only (the passive was
+ * dead then); then the passive comes back and the active dies. The side
+ * it can read says "both live", but the lock file's hint says a newer
+ * state exists: failover must be refused. */
+TEST(failover_is_refused_when_a_newer_state_exists_only_on_the_failed_side)
+{
+    rdb r;
+    rdb_make(&r, t_tmpdir(), "hint");
+    int go[2];
+    CHECK(pipe(go) == 0);
+    fflush(stdout);
+    pid_t pid = fork(); /* before this process opens anything */
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        t_in_child();
+        char c;
+        if (read(go[0], &c, 1) != 1)
+            _exit(3);
+        dead_install();
+        dead_arm(r.b, true, false);
+        sop_db *db;
+        sop_db_options o = opts_of(&r);
+        sop_err e = {0};
+        if (sop_db_open(r.a, &o, &db, &e) != SOP_OK)
+            _exit(4);
+        sop_replication_info ri;
+        if (sop_db_replication(db, &ri, &e) != SOP_OK || !ri.stale[1])
+            _exit(5);
+        sop_db_close(db);
+        _exit(0);
+    }
+    dead_install();
+    sop_db *db = open_db(&r); /* sees generation 1: both live */
+    bool acked[2] = {true, false};
+    CHECK_OK(transfer(db, 0, &err), &err);
+    CHECK(write(go[1], "g", 1) == 1);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+    dead_arm(r.a, true, false); /* the passive is back, the active dies */
+    sop_rc rc = transfer(db, 1, &err);
+    CHECK_MSG(rc == SOP_IO && strstr(err.msg, "failover refused") != NULL &&
+                  strstr(err.msg, "may be stale") != NULL,
+              "%s: %s", sop_rc_name(rc), t_errmsg(&err));
+    sop_db_close(db);
+    dead_arm(NULL, false, false);
+    db = open_db(&r);
+    sop_replication_info ri = info_of(db);
+    CHECK(ri.active == 0 && ri.stale[1] && ri.generation == 2);
+    verify(db, acked, 2, false, "after the active drive came back");
+    check_clean(db, "after the active drive came back");
+    sop_db_close(db);
+    dead_off();
+}
+
+/* Opening with the active side dead fails over only when the lock file's
+ * hint proves the other side current; after a reboot (no hint) it is
+ * refused and nothing is written. */
+TEST(opening_with_the_active_side_dead_fails_over_only_when_provably_safe)
+{
+    rdb r;
+    rdb_make(&r, t_tmpdir(), "atopen");
+    char lock[4200];
+    snprintf(lock, sizeof(lock), "%s/lock", r.a);
+    int fd = open(lock, O_WRONLY);
+    CHECK(fd >= 0);
+    static const uint8_t zero[32];
+    CHECK(pwrite(fd, zero, sizeof(zero), 12288) ==
+          (ssize_t)sizeof(zero)); /* the hint, as after a reboot */
+    close(fd);
+    dead_install();
+    dead_arm(r.a, true, false);
+    sop_db_options o = opts_of(&r);
+    sop_db *db;
+    CHECK_RC(sop_db_open(r.a, &o, &db, &err), SOP_IO, &err);
+    CHECK_MSG(strstr(err.msg, "failover refused") != NULL, "%s", err.msg);
+    dead_arm(NULL, false, false);
+    db = open_db(&r); /* healthy again: nothing changed, the hint is back */
+    sop_replication_info ri = info_of(db);
+    CHECK(ri.active == 0 && !ri.stale[0] && !ri.stale[1] && ri.generation == 1);
+    sop_db_close(db);
+    dead_arm(r.a, true, false);
+    CHECK_OK(sop_db_open(r.a, &o, &db, &err), &err); /* the hint proves side 1 current */
+    ri = info_of(db);
+    CHECK(ri.active == 1 && ri.stale[0] && ri.generation == 2);
+    bool acked[1] = {true};
+    CHECK_OK(transfer(db, 0, &err), &err);
+    verify(db, acked, 1, false, "failed over at open");
+    sop_db_close(db);
+    dead_off();
 }
 
 /* ---- 5 ---- */
@@ -780,10 +878,6 @@ TEST(reinstate_under_load_from_another_process_and_a_thread_makes_the_sides_equa
         char c;
         if (read(go[0], &c, 1) != 1)
             _exit(3);
-        atomic_int stop = 0;
-        writer w = {&r, 10000, 400, &stop, 0, ""};
-        int pf[2];
-        (void)pf;
         /* stop when the parent closes its end of `go` */
         int fl = fcntl(go[0], F_GETFL);
         fcntl(go[0], F_SETFL, fl | O_NONBLOCK);
@@ -793,12 +887,12 @@ TEST(reinstate_under_load_from_another_process_and_a_thread_makes_the_sides_equa
         if (sop_db_open(r.a, &o, &db, &e) != SOP_OK)
             _exit(4);
         int i;
-        for (i = 0; i < w.n; i++) {
+        for (i = 0; i < 400; i++) {
             if (read(go[0], &c, 1) == 0)
                 break;
             sop_rc rc;
             do {
-                rc = transfer(db, w.from + i, &e);
+                rc = transfer(db, 10000 + i, &e);
             } while (rc == SOP_CONFLICT);
             if (rc != SOP_OK) {
                 fprintf(stderr, "child transfer: %s\n", e.msg);
