@@ -50,6 +50,12 @@ struct sop__repl {
     sop__os_mirror *mirror;
     pthread_mutex_t mu; /* inside and the barrier */
     int inside;         /* mutating calls in flight in this process */
+    /* sides found failing whose staleness could not be recorded yet: not
+     * written by this process, and every mutating call fails until it is
+     * recorded (a commit must never count on a side that silently missed
+     * writes) */
+    unsigned pending;
+    char pending_reason[REASON_MAX];
     int refs;
     sop__repl *next;
 };
@@ -211,6 +217,17 @@ static void view_from(const rstate *st, sop__os_mirror_view *v)
     }
 }
 
+/* The view of r's state, with the sides pending staleness left out. */
+static void view_update(sop__repl *r, sop__os_mirror_view *v)
+{
+    view_from(&r->st, v);
+    pthread_mutex_lock(&r->mu);
+    for (int s = 0; s < 2; s++)
+        if (r->pending & (1u << s))
+            v->live[s] = false;
+    pthread_mutex_unlock(&r->mu);
+}
+
 /* Under the state lock: the newest durable state, adopted. */
 static sop_rc reload(sop__repl *r, sop_err *err)
 {
@@ -249,6 +266,35 @@ static sop_rc publish(sop__repl *r, sop_err *err)
 
 /* ---- the mirror's policy ---- */
 
+/* Records the pending stale sides (under the state lock). */
+static sop_rc record_pending(sop__repl *r, sop_err *err)
+{
+    SOP__TRY(byte_lock(r, STATE_BYTE, true, err));
+    sop_rc rc = reload(r, err);
+    pthread_mutex_lock(&r->mu);
+    unsigned pending = r->pending & ~r->st.stale;
+    pthread_mutex_unlock(&r->mu);
+    if (rc == SOP_OK && pending) {
+        rstate prev = r->st;
+        r->st.gen++;
+        r->st.stale |= pending;
+        r->st.changed_ms = now_ms();
+        memcpy(r->st.reason, r->pending_reason, sizeof(r->st.reason));
+        rc = publish(r, err);
+        if (rc != SOP_OK)
+            r->st = prev;
+    }
+    if (rc == SOP_OK) {
+        pthread_mutex_lock(&r->mu);
+        r->pending = 0;
+        pthread_mutex_unlock(&r->mu);
+    }
+    byte_unlock(r, STATE_BYTE);
+    return rc;
+}
+
+static void pol_leave(void *ctx);
+
 static sop_rc pol_enter(void *ctx, uint64_t *gen, sop_err *err)
 {
     sop__repl *r = ctx;
@@ -261,7 +307,19 @@ static sop_rc pol_enter(void *ctx, uint64_t *gen, sop_err *err)
         }
     }
     r->inside++;
+    bool pending = r->pending != 0;
     pthread_mutex_unlock(&r->mu);
+    if (pending) {
+        sop_rc rc = record_pending(r, err);
+        if (rc != SOP_OK) {
+            pol_leave(r);
+            sop__err_prefix(err,
+                            "a failed side of %s is not yet recorded as stale, so nothing "
+                            "is written",
+                            r->side[0]);
+            return rc;
+        }
+    }
     *gen = hint_read(r);
     return SOP_OK;
 }
@@ -284,7 +342,7 @@ static sop_rc pol_refresh(void *ctx, sop__os_mirror_view *v, sop_err *err)
         hint_write(r, r->st.gen);
     byte_unlock(r, STATE_BYTE);
     if (rc == SOP_OK)
-        view_from(&r->st, v);
+        view_update(r, v);
     return rc;
 }
 
@@ -296,7 +354,7 @@ static sop_rc pol_failed(void *ctx, int side, int e, const char *what, sop__os_m
     uint64_t hint = hint_read(r);
     sop_rc rc = reload(r, err);
     if (rc == SOP_OK) {
-        view_from(&r->st, v);
+        view_update(r, v);
         if (!v->live[side]) {
             rc = SOP_OK; /* someone recorded it already */
         } else if (side == r->st.primary && (!v->live[1 - side] || hint > r->st.gen)) {
@@ -319,10 +377,19 @@ static sop_rc pol_failed(void *ctx, int side, int e, const char *what, sop__os_m
             r->st.changed_ms = now_ms();
             snprintf(r->st.reason, sizeof(r->st.reason), "%s: %s", what, strerror(e));
             rc = publish(r, err);
-            if (rc != SOP_OK)
+            if (rc != SOP_OK) {
                 r->st = prev;
-            else
-                view_from(&r->st, v);
+                if (side != r->st.primary) {
+                    /* not written from now on; recorded before any
+                     * further write (pol_enter) */
+                    pthread_mutex_lock(&r->mu);
+                    r->pending |= 1u << side;
+                    snprintf(r->pending_reason, sizeof(r->pending_reason), "%s: %s", what,
+                             strerror(e));
+                    pthread_mutex_unlock(&r->mu);
+                }
+            }
+            view_update(r, v);
         }
     }
     byte_unlock(r, STATE_BYTE);
@@ -591,7 +658,7 @@ static sop_rc do_switch(void *ctx, sop__os_mirror_view *v, sop_err *err)
             if (rc != SOP_OK)
                 r->st = prev;
         }
-        view_from(&r->st, v);
+        view_update(r, v);
     }
     byte_unlock(r, STATE_BYTE);
     return rc;
@@ -775,7 +842,7 @@ static sop_rc do_reinstate(void *ctx, sop__os_mirror_view *v, sop_err *err)
     rc = reload(r, err);
     int target = -1;
     if (rc == SOP_OK) {
-        view_from(&r->st, v);
+        view_update(r, v);
         for (int s = 0; s < 2; s++)
             if (r->st.stale & (1u << s))
                 target = s;
@@ -814,7 +881,7 @@ static sop_rc do_reinstate(void *ctx, sop__os_mirror_view *v, sop_err *err)
     }
     sop__os_mirror_bypass(-1);
     if (rc == SOP_OK)
-        view_from(&r->st, v);
+        view_update(r, v);
     byte_unlock(r, STATE_BYTE);
     byte_unlock(r, BARRIER_BYTE);
     return rc;

@@ -1022,6 +1022,14 @@ static bool one_case(sop__site site, unsigned nth, sop__fault_kind kind, runmode
     return true;
 }
 
+/* The replication sites are only called for a replicated database, which
+ * this workload's is not: test_replication injects errors there (its
+ * failover matrix and io_errors_at_the_replication_sites_are_clean). */
+static bool replication_site(sop__site s)
+{
+    return s == SOP__SITE_REPL_STATE || s == SOP__SITE_REPL_LOCK || s == SOP__SITE_REPL_COPY;
+}
+
 /* Which kinds make sense where. */
 static bool site_writes(sop__site s)
 {
@@ -1089,8 +1097,8 @@ TEST(workload_reaches_every_io_site)
         printf(" %s=%lu", sop__fault_site_name((sop__site)s), clean_calls[s]);
     printf("\n");
     for (int s = SOP__SITE_TEST_B + 1; s < SOP__SITE_COUNT; s++)
-        CHECK_MSG(clean_calls[s] > 0, "the workload never reaches %s",
-                  sop__fault_site_name((sop__site)s));
+        CHECK_MSG(clean_calls[s] > 0 || replication_site((sop__site)s),
+                  "the workload never reaches %s", sop__fault_site_name((sop__site)s));
     run_root_done();
 }
 
@@ -1112,6 +1120,8 @@ TEST(io_error_at_every_site_once_and_persistent)
     unsigned per_kind[8] = {0};
     for (int s = SOP__SITE_TEST_B + 1; s < SOP__SITE_COUNT; s++) {
         sop__site site = (sop__site)s;
+        if (replication_site(site))
+            continue;
         sop__fault_kind kinds[4];
         int nk = 0;
         kinds[nk++] = SOP__FAULT_EIO;
