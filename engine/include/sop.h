@@ -141,6 +141,10 @@ typedef struct sop_store_options {
     sop_value_placement value_placement;
     /* Values may be cached across processes (L2); in-node values never are. */
     bool globally_cached;
+    /* A streaming store (docs/streaming.md): set by sop_stream_create, and
+     * reported by sop_db_store_info. sop_store_create accepts it only with
+     * is_unique, key_order_fields 2 and values outside the node. */
+    bool streaming;
     const char *description; /* NULL or up to 512 bytes, kept in the store's info */
     sop_cache_config cache;  /* sop_store_options_init: nothing cached */
 } sop_store_options;
@@ -255,6 +259,10 @@ SOP_API sop_rc sop_cursor_find_id(sop_cursor *c, const void *key, size_t key_len
                                   const uint8_t id[SOP_ID_LEN], sop_err *err);
 /* The current item; SOP_NOTFOUND when the cursor is not on one. */
 SOP_API sop_rc sop_cursor_item(sop_cursor *c, sop_item *out, sop_err *err);
+/* Like sop_cursor_item, but a value kept outside the node (separate and
+ * active placements) is not read: `value` is NULL and `value_len` is its
+ * length. In-node values are returned as by sop_cursor_item. */
+SOP_API sop_rc sop_cursor_item_meta(sop_cursor *c, sop_item *out, sop_err *err);
 SOP_API bool sop_cursor_on_item(const sop_cursor *c);
 
 /* Changes through a cursor. add flags: */
@@ -561,6 +569,125 @@ typedef struct sop_store_info {
 SOP_API sop_rc sop_db_stores(sop_db *db, void (*fn)(void *ctx, const sop_store_info *info),
                              void *ctx, sop_err *err);
 SOP_API sop_rc sop_db_store_info(sop_db *db, const char *name, sop_store_info *out, sop_err *err);
+
+/* ------------------------------------------------------------------------
+ * Streaming stores (docs/streaming.md)
+ *
+ * Values far larger than memory, kept as a sequence of chunks. A streaming
+ * store is a persistent store whose items are chunks: the item key is the
+ * tuple (key as text, chunk index as int) - so a value's chunks sit next to
+ * each other in index order - and the item value is the chunk's bytes,
+ * written to its own blob when it is added (active placement), so commit
+ * only publishes references however large the value. A value is the
+ * concatenation of its chunks in index order; a key exists while it has at
+ * least one chunk. Everything happens in the transaction the stream was
+ * opened in: a rolled-back (or killed) upload leaves nothing behind.
+ *
+ * Keys are 1.. bytes (their encoding, with the chunk index, must fit
+ * SOP_KEY_MAX: SOP_LIMIT otherwise); chunks are 0..SOP_VALUE_SEPARATE_MAX
+ * bytes; chunk indexes are 0..INT64_MAX. A chunk's size is the size of the
+ * write that made it. Memory use is bounded by the chunk size: a writer
+ * holds no chunk after its write returns, a reader holds one chunk.
+ * ------------------------------------------------------------------------ */
+
+typedef struct sop_stream sop_stream;               /* a streaming store in a transaction */
+typedef struct sop_stream_writer sop_stream_writer; /* the encoder of one value */
+typedef struct sop_stream_reader sop_stream_reader; /* the decoder of one value */
+
+/* Creates a streaming store in a write transaction. From opts (NULL: the
+ * defaults below) it takes slot_length, leaf_load_balancing, description
+ * and cache; the rest is fixed: unique keys, (key, chunk) tuple keys,
+ * values actively persisted, never globally cached. Default slot_length
+ * when opts is NULL: 500. SOP_EXISTS if a store has the name. */
+SOP_API sop_rc sop_stream_create(sop_txn *t, const char *name, const sop_store_options *opts,
+                                 sop_stream **out, sop_err *err);
+/* Opens one. SOP_NOTFOUND: no store; SOP_INVALID: not a streaming store. */
+SOP_API sop_rc sop_stream_open(sop_txn *t, const char *name, sop_stream **out, sop_err *err);
+/* Closes the stream and any of its readers. A writer still open is dropped
+ * unfinished and the transaction can then only be rolled back. Close every
+ * stream before sop_txn_free. */
+SOP_API void sop_stream_close(sop_stream *s);
+/* The store's tree (owned by the transaction), for its stats or a check. */
+SOP_API sop_btree *sop_stream_btree(sop_stream *s);
+
+/* Writers (SOP's encoder): each sop_stream_write makes the next chunk, 0, 1,
+ * 2, ... Modes:
+ *  SOP_STREAM_ADD, SOP_STREAM_ADD_IF_NOT_EXISTS: a new value; SOP_EXISTS
+ *    (and no writer) if the key has chunks. In a unique store the two are
+ *    the same; both names are kept for SOP parity.
+ *  SOP_STREAM_UPDATE: replaces an existing value (SOP_NOTFOUND if none):
+ *    write N overwrites chunk N, and close removes the old chunks past the
+ *    last one written.
+ *  SOP_STREAM_UPSERT: UPDATE if the key has chunks, else ADD.
+ * A value needs sop_stream_writer_close to be complete: commit and prepare
+ * refuse (SOP_INVALID) while a writer of the transaction is open. */
+#define SOP_STREAM_ADD               0u
+#define SOP_STREAM_ADD_IF_NOT_EXISTS 1u
+#define SOP_STREAM_UPDATE            2u
+#define SOP_STREAM_UPSERT            3u
+SOP_API sop_rc sop_stream_writer_open(sop_stream *s, const void *key, size_t key_len, unsigned mode,
+                                      sop_stream_writer **out, sop_err *err);
+/* Writes one chunk (durably, before it returns). An error poisons the
+ * transaction if the store was changed half way (convention 6). */
+SOP_API sop_rc sop_stream_write(sop_stream_writer *w, const void *chunk, size_t len, sop_err *err);
+/* Finishes the value and frees the writer (also on error). A writer that
+ * wrote nothing leaves one empty chunk, so an empty value exists. chunks
+ * (may be NULL) receives the number of chunks the value now has. */
+SOP_API sop_rc sop_stream_writer_close(sop_stream_writer *w, uint64_t *chunks, sop_err *err);
+
+/* Positioning for a reader. find: the first chunk of the key; find_chunk:
+ * chunk `index` of it. SOP_NOTFOUND (the stream is then unpositioned) if
+ * there is none. */
+SOP_API sop_rc sop_stream_find(sop_stream *s, const void *key, size_t key_len, sop_err *err);
+SOP_API sop_rc sop_stream_find_chunk(sop_stream *s, const void *key, size_t key_len, uint64_t index,
+                                     sop_err *err);
+/* A reader (SOP's decoder) from the stream's position to the end of that
+ * key's value. SOP_NOTFOUND if the stream is not positioned. The reader
+ * has its own position: later finds do not move it. */
+SOP_API sop_rc sop_stream_reader_open(sop_stream *s, sop_stream_reader **out, sop_err *err);
+/* Copies up to `cap` bytes into buf: *got > 0, or 0 at the end of the
+ * value. A chunk larger than `cap` is returned across several reads and
+ * read from storage once. */
+SOP_API sop_rc sop_stream_read(sop_stream_reader *r, void *buf, size_t cap, size_t *got,
+                               sop_err *err);
+/* The rest of the current chunk without copying (valid until the next call
+ * on this reader): SOP_OK with *data, *len and the chunk's index, or
+ * SOP_NOTFOUND at the end of the value. */
+SOP_API sop_rc sop_stream_read_chunk(sop_stream_reader *r, const void **data, size_t *len,
+                                     uint64_t *index, sop_err *err);
+SOP_API void sop_stream_reader_close(sop_stream_reader *r);
+
+/* Direct chunk management. add: SOP_EXISTS if the chunk is there; update
+ * and remove: SOP_NOTFOUND if it is not. Removing a value's last chunk
+ * removes the key. */
+SOP_API sop_rc sop_stream_add_chunk(sop_stream *s, const void *key, size_t key_len, uint64_t index,
+                                    const void *chunk, size_t len, sop_err *err);
+SOP_API sop_rc sop_stream_update_chunk(sop_stream *s, const void *key, size_t key_len,
+                                       uint64_t index, const void *chunk, size_t len, sop_err *err);
+SOP_API sop_rc sop_stream_remove_chunk(sop_stream *s, const void *key, size_t key_len,
+                                       uint64_t index, sop_err *err);
+/* Removes every chunk of the key. SOP_NOTFOUND if it has none. */
+SOP_API sop_rc sop_stream_remove(sop_stream *s, const void *key, size_t key_len, sop_err *err);
+
+/* One key: its chunk count, total bytes, and the first and last chunk
+ * indexes (chunks == last - first + 1 unless chunks were removed). `key`
+ * points into engine memory, valid during the callback only. */
+typedef struct sop_stream_entry {
+    const void *key;
+    size_t key_len;
+    uint64_t chunks;
+    uint64_t bytes;
+    uint64_t first_chunk, last_chunk;
+} sop_stream_entry;
+/* The entry of one key (without reading any chunk). SOP_NOTFOUND if it
+ * has no chunks. out->key is the caller's key. */
+SOP_API sop_rc sop_stream_stat(sop_stream *s, const void *key, size_t key_len,
+                               sop_stream_entry *out, sop_err *err);
+/* Calls fn for every key in key order, starting at the first key >= `from`
+ * (from NULL: the first key), until fn returns false. Reads no chunk. */
+SOP_API sop_rc sop_stream_list(sop_stream *s, const void *from, size_t from_len,
+                               bool (*fn)(void *ctx, const sop_stream_entry *e), void *ctx,
+                               sop_err *err);
 
 /* ------------------------------------------------------------------------
  * Order-preserving tuple codec

@@ -369,7 +369,10 @@ sop_rc sop_btree_remove(sop_btree *bt, const void *key, size_t key_len, sop_err 
     return do_remove(bt, &bt->cur, err);
 }
 
-static sop_rc fill_item(sop_btree *bt, const sop__node *n, uint32_t i, sop_item *out, sop_err *err)
+/* fetch false: a value kept outside the node is not read (value NULL,
+ * value_len its length from the reference). */
+static sop_rc fill_item(sop_btree *bt, const sop__node *n, uint32_t i, bool fetch, sop_item *out,
+                        sop_err *err)
 {
     const sop__item *it = &n->items[i];
     out->key = n->heap + it->koff;
@@ -381,7 +384,15 @@ static sop_rc fill_item(sop_btree *bt, const sop__node *n, uint32_t i, sop_item 
     if (sop__txstore_refs_values(bt->ts)) {
         const uint8_t *v;
         size_t vlen;
-        SOP__TRY(sop__txstore_value_get(bt->ts, n->heap + it->voff, it->vlen, &v, &vlen, err));
+        if (fetch) {
+            SOP__TRY(sop__txstore_value_get(bt->ts, n->heap + it->voff, it->vlen, &v, &vlen, err));
+        } else {
+            uint32_t len, crc;
+            SOP__TRY(sop__valref_parse(bt->ts->info.name, n->heap + it->voff, it->vlen, &v, &len,
+                                       &crc, err));
+            v = NULL;
+            vlen = len;
+        }
         out->value = v;
         out->value_len = vlen;
     }
@@ -403,7 +414,7 @@ sop_rc sop_btree_get(sop_btree *bt, const void *key, size_t key_len, sop_item *o
     sop__node *n;
     uint32_t i;
     SOP__TRY(sop__cursor_current(&bt->cur, &n, &i, err));
-    return fill_item(bt, n, i, out, err);
+    return fill_item(bt, n, i, true, out, err);
 }
 
 sop_rc sop_btree_check(sop_btree *bt, sop_err *err)
@@ -525,7 +536,7 @@ sop_rc sop_cursor_find_id(sop_cursor *c, const void *key, size_t key_len,
                  err, "cursor: no item with that key and ID");
 }
 
-sop_rc sop_cursor_item(sop_cursor *c, sop_item *out, sop_err *err)
+static sop_rc cursor_item(sop_cursor *c, bool fetch, sop_item *out, sop_err *err)
 {
     CURSOR_CHECK(c);
     if (out == NULL)
@@ -539,7 +550,17 @@ sop_rc sop_cursor_item(sop_cursor *c, sop_item *out, sop_err *err)
         return rc;
     note_read(tree_of(c), c);
     SOP__TRY(sop__cursor_current(c, &n, &i, err));
-    return fill_item(tree_of(c), n, i, out, err);
+    return fill_item(tree_of(c), n, i, fetch, out, err);
+}
+
+sop_rc sop_cursor_item(sop_cursor *c, sop_item *out, sop_err *err)
+{
+    return cursor_item(c, true, out, err);
+}
+
+sop_rc sop_cursor_item_meta(sop_cursor *c, sop_item *out, sop_err *err)
+{
+    return cursor_item(c, false, out, err);
 }
 
 bool sop_cursor_on_item(const sop_cursor *c)
@@ -639,6 +660,7 @@ static void info_out(const sop__storeinfo *s, sop_store_info *out)
     out->options.key_order_fields = s->key_order_fields;
     out->options.value_placement = (sop_value_placement)s->placement;
     out->options.globally_cached = s->globally_cached;
+    out->options.streaming = s->streaming;
     out->options.description = out->description;
     out->options.cache = (sop_cache_config){
         .registry_ms = s->registry_cache_ms,

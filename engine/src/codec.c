@@ -260,7 +260,8 @@ enum {
     FL_NODE_SLIDING = 1u << 4,
     FL_VALUE_SLIDING = 1u << 5,
     FL_INFO_SLIDING = 1u << 6,
-    FL_ALL = (1u << 7) - 1
+    FL_STREAMING = 1u << 7,
+    FL_ALL = (1u << 8) - 1
 };
 
 _Static_assert(SOP__STOREINFO_STATE_SIZE == 512, "the state part is one 512-byte sector");
@@ -301,13 +302,13 @@ void sop__storeinfo_encode_fixed(const sop__storeinfo *s, uint8_t *out)
     memset(out, 0, FX_SIZE);
     memcpy(out + FX_OFF_MAGIC, FIXED_MAGIC, 4);
     sop__le_put16(out + FX_OFF_VERSION, FIXED_VERSION);
-    unsigned fl = (s->is_unique ? FL_UNIQUE : 0) |
-                  (s->leaf_load_balancing ? FL_LEAF_LOAD_BALANCING : 0) |
-                  (s->globally_cached ? FL_GLOBALLY_CACHED : 0) |
-                  (s->registry_cache_sliding ? FL_REG_SLIDING : 0) |
-                  (s->node_cache_sliding ? FL_NODE_SLIDING : 0) |
-                  (s->value_cache_sliding ? FL_VALUE_SLIDING : 0) |
-                  (s->storeinfo_cache_sliding ? FL_INFO_SLIDING : 0);
+    unsigned fl =
+        (s->is_unique ? FL_UNIQUE : 0) | (s->leaf_load_balancing ? FL_LEAF_LOAD_BALANCING : 0) |
+        (s->globally_cached ? FL_GLOBALLY_CACHED : 0) |
+        (s->registry_cache_sliding ? FL_REG_SLIDING : 0) |
+        (s->node_cache_sliding ? FL_NODE_SLIDING : 0) |
+        (s->value_cache_sliding ? FL_VALUE_SLIDING : 0) |
+        (s->storeinfo_cache_sliding ? FL_INFO_SLIDING : 0) | (s->streaming ? FL_STREAMING : 0);
     sop__le_put16(out + FX_OFF_FLAGS, (uint16_t)fl);
     sop__le_put32(out + FX_OFF_SLOT_LENGTH, s->slot_length);
     sop__le_put32(out + FX_OFF_KEY_ORDER, s->key_order_fields);
@@ -426,6 +427,7 @@ sop_rc sop__storeinfo_decode(const uint8_t *in, size_t len, const char *what, so
     s.node_cache_sliding = (fl & FL_NODE_SLIDING) != 0;
     s.value_cache_sliding = (fl & FL_VALUE_SLIDING) != 0;
     s.storeinfo_cache_sliding = (fl & FL_INFO_SLIDING) != 0;
+    s.streaming = (fl & FL_STREAMING) != 0;
     s.seq = sop__le_get64(st + ST_OFF_SEQ);
     s.count = sop__le_get64(st + ST_OFF_COUNT);
     s.updated_ms = (int64_t)sop__le_get64(st + ST_OFF_UPDATED);

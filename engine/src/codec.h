@@ -49,6 +49,7 @@ typedef struct sop__storeinfo {
     bool globally_cached;
     uint8_t placement; /* sop__placement */
     uint32_t key_order_fields;
+    bool streaming; /* (key, chunk) store of sop_stream_* (docs/streaming.md) */
     uint8_t root_id[16];
     int64_t created_ms;
     /* cache config: durations in milliseconds, < 0 = do not cache */

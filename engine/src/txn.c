@@ -137,6 +137,23 @@ sop_rc sop__txn_check_active(const sop_txn *t, sop_err *err)
     return SOP_OK;
 }
 
+void sop__txn_hold(sop_txn *t, int delta)
+{
+    t->holds = (uint32_t)((int64_t)t->holds + delta);
+}
+
+/* Open stream writers have not finished their values (an update writer
+ * removes the old chunks past its last one when it closes). */
+static sop_rc check_holds(const sop_txn *t, sop_err *err)
+{
+    if (t->holds == 0)
+        return SOP_OK;
+    return sop__err_set(err, SOP_INVALID, 0,
+                        "transaction: %u stream writer(s) still open; close them "
+                        "(sop_stream_writer_close) before committing",
+                        t->holds);
+}
+
 sop_rc sop__txn_check_write(const sop__txstore *ts, sop_err *err)
 {
     SOP__TRY(sop__txn_check_active(ts->txn, err));
@@ -566,6 +583,12 @@ sop_rc sop__txn_store_create(sop_txn *t, const char *name, const sop_store_optio
     if (o->description && strlen(o->description) > SOP__STORE_DESC_MAX)
         return sop__err_set(err, SOP_INVALID, 0, "store %s: description longer than %d bytes", name,
                             SOP__STORE_DESC_MAX);
+    if (o->streaming &&
+        (!o->is_unique || o->key_order_fields != 2 || o->value_placement == SOP_VALUES_IN_NODE))
+        return sop__err_set(err, SOP_INVALID, 0,
+                            "store %s: a streaming store is unique, has two key fields (key, "
+                            "chunk) and keeps values outside its nodes (use sop_stream_create)",
+                            name);
     sop__txstore *open = find_open(t, name);
     if (open && !open->dropped)
         return sop__err_set(err, SOP_EXISTS, 0, "store %s already exists", name);
@@ -589,6 +612,7 @@ sop_rc sop__txn_store_create(sop_txn *t, const char *name, const sop_store_optio
     info.globally_cached = o->globally_cached && o->value_placement != SOP_VALUES_IN_NODE;
     info.placement = (uint8_t)o->value_placement;
     info.key_order_fields = o->key_order_fields;
+    info.streaming = o->streaming;
     sop__uuid_v4(info.root_id);
     info.created_ms = info.updated_ms = sop__now_ms();
     info.registry_cache_ms = o->cache.registry_ms;
@@ -750,6 +774,12 @@ found:
     *val = data;
     *len = got;
     return SOP_OK;
+}
+
+void sop__txstore_value_release(sop__txstore *ts)
+{
+    sop__free(ts->vbuf);
+    ts->vbuf = NULL;
 }
 
 sop_rc sop__txstore_value_drop(sop__txstore *ts, const uint8_t *ref, size_t reflen, sop_err *err)
@@ -1336,6 +1366,7 @@ sop_rc sop_txn_phase1(sop_txn *t, sop_err *err)
     if (t == NULL)
         return sop__err_set(err, SOP_INVALID, 0, "sop_txn_phase1: NULL transaction");
     SOP__TRY(sop__txn_check_active(t, err));
+    SOP__TRY(check_holds(t, err));
     sop_rc rc = check_deadline(t, err);
     if (rc != SOP_OK)
         return fail_phase1(t, rc, err);
@@ -1419,6 +1450,7 @@ sop_rc sop_txn_prepare(sop_txn *t, const char *owner, uint8_t txid_out[SOP_ID_LE
     if (t == NULL)
         return sop__err_set(err, SOP_INVALID, 0, "sop_txn_prepare: NULL transaction");
     SOP__TRY(sop__txn_check_active(t, err));
+    SOP__TRY(check_holds(t, err));
     if (t->mode != SOP_TXN_WRITE)
         return sop__err_set(err, SOP_INVALID, 0, "sop_txn_prepare: not a write transaction");
     if (owner && strlen(owner) > 255)

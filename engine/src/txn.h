@@ -273,6 +273,7 @@ struct sop_txn {
     uint64_t seq;
     bool preparing; /* build_redo writes store states relative (db.c) */
     bool no_cache;  /* read every node from its blob (the checker) */
+    uint32_t holds; /* open stream writers: commit waits for them (sop__txn_hold) */
     struct sop_txn *next_open;
 };
 
@@ -284,6 +285,11 @@ sop_rc sop__txn_store_drop(sop_txn *t, const char *name, sop_err *err);
 /* Refuses writes outside an active write transaction. */
 sop_rc sop__txn_check_write(const sop__txstore *ts, sop_err *err);
 sop_rc sop__txn_check_active(const sop_txn *t, sop_err *err);
+/* An open stream writer (+1 when opened, -1 when closed): phase 1 and
+ * prepare refuse while any is open. */
+void sop__txn_hold(sop_txn *t, int delta);
+/* Frees the buffer of the last value read from a blob (sop__txstore_value_get). */
+void sop__txstore_value_release(sop__txstore *ts);
 
 /* Parses a value reference: blob ID, length, CRC-32C (SOP_CORRUPT if it is
  * not one). */
