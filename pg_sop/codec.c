@@ -16,6 +16,14 @@
  *
  * A raw store (plain byte keys, made outside pg_sop) maps to (key bytea,
  * value bytea): key and value bytes as they are.
+ *
+ * A streaming store (sop.h, "Streaming stores") maps to (key text,
+ * chunk_index integer, chunk bytea): the item key is the tuple (key,
+ * chunk index) - the general key encoding of those two columns - and the
+ * value is the chunk's bytes as they are.
+ *
+ * Text read from a store is checked to be valid in the database encoding
+ * (the C API and the CLI can store any bytes).
  */
 #include "pg_sop.h"
 
@@ -24,9 +32,11 @@
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
 #include "foreign/foreign.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/pg_locale.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
@@ -161,6 +171,34 @@ static Oid att_type(PgSopShape *s, int i)
     return TupleDescAttr(s->desc, i)->atttypid;
 }
 
+static const char *att_name(PgSopShape *s, int i)
+{
+    return NameStr(TupleDescAttr(s->desc, i)->attname);
+}
+
+/* The chunk index of a streaming table's row: never negative. */
+static void check_chunk_index(PgSopShape *s, int i, Datum v)
+{
+    int64 n;
+    switch (att_type(s, i)) {
+    case INT2OID:
+        n = DatumGetInt16(v);
+        break;
+    case INT4OID:
+        n = DatumGetInt32(v);
+        break;
+    default:
+        n = DatumGetInt64(v);
+        break;
+    }
+    if (n < 0)
+        ereport(ERROR,
+                (errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+                 errmsg("chunk index " INT64_FORMAT " of streaming table \"%s\" is negative", n,
+                        get_rel_name(s->relid)),
+                 errdetail("Column \"%s\" numbers a value's chunks from 0.", att_name(s, i))));
+}
+
 void pgsop_encode_key(PgSopShape *s, Datum *values, bool *isnull, StringInfo out)
 {
     resetStringInfo(out);
@@ -177,6 +215,14 @@ void pgsop_encode_key(PgSopShape *s, Datum *values, bool *isnull, StringInfo out
             if (VARSIZE_ANY_EXHDR(b) == 0)
                 ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                                 errmsg("a raw store's key cannot be empty")));
+        } else if (s->stream) {
+            if (k == 0 && VARSIZE_ANY_EXHDR(DatumGetTextPP(values[i])) == 0)
+                ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                                errmsg("the key of streaming table \"%s\" cannot be empty",
+                                       get_rel_name(s->relid))));
+            if (k == 1)
+                check_chunk_index(s, i, values[i]);
+            pgsop_encode_field(out, att_type(s, i), values[i]);
         } else {
             pgsop_encode_field(out, att_type(s, i), values[i]);
         }
@@ -191,6 +237,18 @@ static void put_u8(StringInfo out, int v)
 void pgsop_encode_row(PgSopShape *s, Datum *values, bool *isnull, StringInfo out)
 {
     resetStringInfo(out);
+    if (s->stream) {
+        int i = s->streamval;
+        if (isnull[i])
+            ereport(ERROR, (errcode(ERRCODE_NOT_NULL_VIOLATION),
+                            errmsg("null value in column \"%s\" of streaming table \"%s\"",
+                                   att_name(s, i), get_rel_name(s->relid)),
+                            errhint("A chunk is bytes; an empty chunk is ''::bytea. Remove a "
+                                    "chunk with DELETE.")));
+        bytea *b = DatumGetByteaPP(values[i]);
+        appendBinaryStringInfo(out, VARDATA_ANY(b), (int)VARSIZE_ANY_EXHDR(b));
+        return;
+    }
     if (s->raw) {
         if (s->rawval >= 0 && !isnull[s->rawval]) {
             bytea *b = DatumGetByteaPP(values[s->rawval]);
@@ -248,8 +306,37 @@ static void corrupt(PgSopShape *s, const char *what)
                      "'true'), value bytea).")));
 }
 
+void pgsop_verify_text(const char *p, size_t len, const char *store, const char *what)
+{
+    int enc = GetDatabaseEncoding();
+    int ok = len > (size_t)MaxAllocSize ? 0 : pg_encoding_verifymbstr(enc, p, (int)len);
+    if ((size_t)ok == len)
+        return;
+    ereport(ERROR, (errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+                    errmsg("store \"%s\" holds %s that is not valid %s text", store, what,
+                           GetDatabaseEncodingName()),
+                    errdetail("Byte %d of %zu (0x%02x) is not valid.", ok + 1, len,
+                              (unsigned)(unsigned char)p[ok]),
+                    strcmp(what, "a key") == 0
+                        ? errhint("Keys written outside PostgreSQL (by the C API or the sop CLI) "
+                                  "can be any bytes; a query with a key condition still reads "
+                                  "the other keys.")
+                        : errhint("It was written outside PostgreSQL (by the C API or the sop "
+                                  "CLI); map the column as bytea.")));
+}
+
+/* A decoded TEXT element's bytes (palloc'd, NUL-terminated), checked. */
+static char *element_cstring(const sop_tuple_value *v, const char *store, const char *what)
+{
+    char *s = palloc(v->len + 1);
+    sop_tuple_value_copy(v, s);
+    s[v->len] = '\0';
+    pgsop_verify_text(s, v->len, store, what);
+    return s;
+}
+
 /* The text form of a decoded element (for a column of another type). */
-static char *element_text(const sop_tuple_value *v)
+static char *element_text(const sop_tuple_value *v, const char *store, const char *what)
 {
     switch (v->type) {
     case SOP_TUPLE_BOOL:
@@ -258,12 +345,8 @@ static char *element_text(const sop_tuple_value *v)
         return psprintf(INT64_FORMAT, v->i);
     case SOP_TUPLE_FLOAT8:
         return DatumGetCString(DirectFunctionCall1(float8out, Float8GetDatum(v->f)));
-    case SOP_TUPLE_TEXT: {
-        char *s = palloc(v->len + 1);
-        sop_tuple_value_copy(v, s);
-        s[v->len] = '\0';
-        return s;
-    }
+    case SOP_TUPLE_TEXT:
+        return element_cstring(v, store, what);
     case SOP_TUPLE_BYTEA: {
         bytea *b = palloc(VARHDRSZ + v->len);
         SET_VARSIZE(b, VARHDRSZ + v->len);
@@ -288,7 +371,8 @@ static char *element_text(const sop_tuple_value *v)
 
 /* A decoded element as a Datum of `type` (through its text form when the
  * column's type is not the element's). */
-static Datum element_datum(const sop_tuple_value *v, Form_pg_attribute a)
+static Datum element_datum(const sop_tuple_value *v, Form_pg_attribute a, const char *store,
+                           const char *what)
 {
     Oid type = a->atttypid;
     if (pgsop_tuple_kind(type) == (int)v->type) {
@@ -315,6 +399,8 @@ static Datum element_datum(const sop_tuple_value *v, Form_pg_attribute a)
             struct varlena *t = palloc(VARHDRSZ + v->len);
             SET_VARSIZE(t, VARHDRSZ + v->len);
             sop_tuple_value_copy(v, VARDATA(t));
+            if (type != BYTEAOID)
+                pgsop_verify_text(VARDATA(t), v->len, store, what);
             return PointerGetDatum(t);
         }
         case UUIDOID: {
@@ -329,7 +415,7 @@ static Datum element_datum(const sop_tuple_value *v, Form_pg_attribute a)
             return DateADTGetDatum(v->date);
         }
     }
-    char *txt = element_text(v);
+    char *txt = element_text(v, store, what);
     if (txt == NULL)
         ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
                         errmsg("column \"%s\": an unreadable stored value", NameStr(a->attname))));
@@ -371,8 +457,20 @@ void pgsop_decode(PgSopShape *s, const void *key, size_t klen, const void *val, 
         int i = s->keyatt[k] - 1;
         if (tv.type == SOP_TUPLE_NULL)
             continue;
-        values[i] = element_datum(&tv, TupleDescAttr(s->desc, i));
+        values[i] = element_datum(&tv, TupleDescAttr(s->desc, i), s->opts.store, "a key");
         isnull[i] = false;
+    }
+    if (s->stream) {
+        /* the chunk's bytes; NULL when the scan did not read them */
+        if (val != NULL) {
+            bytea *v = palloc(VARHDRSZ + vlen);
+            SET_VARSIZE(v, VARHDRSZ + vlen);
+            if (vlen)
+                memcpy(VARDATA(v), val, vlen);
+            values[s->streamval] = PointerGetDatum(v);
+            isnull[s->streamval] = false;
+        }
+        return;
     }
     const uint8 *p = val;
     if (vlen == 0)
@@ -411,7 +509,8 @@ void pgsop_decode(PgSopShape *s, const void *key, size_t klen, const void *val, 
         if (found < 0 || tv.type == SOP_TUPLE_NULL)
             continue; /* a dropped column, or NULL */
         guess = found + 1;
-        values[found] = element_datum(&tv, TupleDescAttr(s->desc, found));
+        values[found] =
+            element_datum(&tv, TupleDescAttr(s->desc, found), s->opts.store, "a text value");
         isnull[found] = false;
     }
 }
@@ -471,6 +570,45 @@ static void check_raw(PgSopShape *s)
                         errhint("Map it as (key bytea OPTIONS (key 'true'), value bytea).")));
 }
 
+void pgsop_check_stream_shape(PgSopShape *s)
+{
+    const char *why = NULL;
+    int ncols = 0, val = -1;
+    for (int i = 0; i < s->desc->natts; i++) {
+        Form_pg_attribute a = TupleDescAttr(s->desc, i);
+        if (a->attisdropped)
+            continue;
+        ncols++;
+        if (!s->iskey[i])
+            val = i;
+    }
+    if (s->nkeys != 2)
+        why = psprintf("It has %d key column%s, not 2 (key, then chunk_index).", s->nkeys,
+                       s->nkeys == 1 ? "" : "s");
+    else if (ncols != 3)
+        why = psprintf("It has %d columns, not 3.", ncols);
+    else if (pgsop_tuple_kind(att_type(s, s->keyatt[0] - 1)) != SOP_TUPLE_TEXT)
+        why =
+            psprintf("Its first key column \"%s\" is %s, not text or varchar.",
+                     att_name(s, s->keyatt[0] - 1), format_type_be(att_type(s, s->keyatt[0] - 1)));
+    else if (pgsop_tuple_kind(att_type(s, s->keyatt[1] - 1)) != SOP_TUPLE_INT)
+        why =
+            psprintf("Its second key column \"%s\" is %s, not bigint, integer or smallint.",
+                     att_name(s, s->keyatt[1] - 1), format_type_be(att_type(s, s->keyatt[1] - 1)));
+    else if (att_type(s, val) != BYTEAOID)
+        why = psprintf("Its value column \"%s\" is %s, not bytea.", att_name(s, val),
+                       format_type_be(att_type(s, val)));
+    if (why)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+                        errmsg("foreign table \"%s\" does not have the shape of a streaming table",
+                               get_rel_name(s->relid)),
+                        errdetail("%s", why),
+                        errhint("Map streaming store \"%s\" as " STREAM_SHAPE_TEXT
+                                ", the key columns in that order.",
+                                s->opts.store)));
+    s->streamval = val;
+}
+
 char *pgsop_describe_keys(PgSopShape *s)
 {
     StringInfoData d;
@@ -494,6 +632,8 @@ sop_btree *pgsop_store(PgSopShape *s, PgSopConn *c)
         if (!pgsop_key_type_ok(t))
             key_type_error(t);
     }
+    if (s->opts.streaming)
+        pgsop_check_stream_shape(s);
     sop_rc rc = sop_store_open(c->txn, s->opts.store, &bt, &err);
     if (rc == SOP_NOTFOUND && s->opts.create_if_missing) {
         sop_store_options o;
@@ -502,6 +642,13 @@ sop_btree *pgsop_store(PgSopShape *s, PgSopConn *c)
         o.is_unique = s->opts.unique;
         o.value_placement = s->opts.placement;
         o.key_order_fields = (uint32_t)s->nkeys;
+        if (s->opts.streaming) {
+            /* what sop_stream_create makes */
+            o.streaming = true;
+            o.is_unique = true;
+            o.value_placement = SOP_VALUES_ACTIVE;
+            o.key_order_fields = 2;
+        }
         char *desc = pgsop_describe_keys(s);
         o.description = desc;
         sop_err_clear(&err);
@@ -509,6 +656,7 @@ sop_btree *pgsop_store(PgSopShape *s, PgSopConn *c)
         if (rc != SOP_OK)
             pgsop_error(rc, &err, "could not create store \"%s\"", s->opts.store);
         pgsop_note_write(c);
+        s->stream = s->opts.streaming;
         return bt;
     }
     if (rc == SOP_NOTFOUND)
@@ -521,6 +669,27 @@ sop_btree *pgsop_store(PgSopShape *s, PgSopConn *c)
     sop_store_info info;
     sop_err_clear(&err);
     rc = sop_db_store_info(c->db, s->opts.store, &info, &err);
+    bool streaming;
+    if (rc == SOP_OK) {
+        streaming = info.options.streaming;
+    } else {
+        /* not committed yet (made earlier in this transaction): ask the
+         * engine whether the open store is a streaming one */
+        sop_stream *probe = NULL;
+        streaming = sop_stream_open(c->txn, s->opts.store, &probe, NULL) == SOP_OK;
+        sop_stream_close(probe);
+    }
+    if (streaming) {
+        pgsop_check_stream_shape(s);
+        s->stream = true;
+        s->opts.unique = true;
+        return bt;
+    }
+    if (s->opts.streaming)
+        ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
+                        errmsg("store \"%s\" is not a streaming store", s->opts.store),
+                        errhint("Drop the table option value_placement 'streaming' to map it as "
+                                "it is.")));
     if (rc == SOP_OK)
         s->opts.unique = info.options.is_unique; /* the store decides, not the table */
     if (rc == SOP_OK && info.options.key_order_fields == 0) {
@@ -564,6 +733,9 @@ char *pgsop_import_columns(const sop_store_info *info, sop_btree *bt)
 {
     StringInfoData cols;
     initStringInfo(&cols);
+    if (info->options.streaming)
+        return pstrdup("key text OPTIONS (key 'true'), chunk_index bigint OPTIONS (key 'true'), "
+                       "chunk bytea");
     if (info->options.key_order_fields == 0) {
         appendStringInfoString(&cols, "key bytea OPTIONS (key 'true'), value bytea");
         return cols.data;
@@ -629,4 +801,9 @@ char *pgsop_import_columns(const sop_store_info *info, sop_btree *bt)
     if (cur)
         sop_cursor_close(cur);
     return cols.data;
+}
+
+const char *pgsop_import_options(const sop_store_info *info)
+{
+    return info->options.streaming ? ", value_placement 'streaming'" : "";
 }

@@ -389,6 +389,29 @@ static const char *op_text(int op)
     return t[op];
 }
 
+/* Whether the scan needs only the key columns: then a streaming table's
+ * scan does not read the chunks (their blobs). */
+static bool keys_only(RelOptInfo *baserel, PlanInfo *pi, List *scan_clauses)
+{
+    Bitmapset *attrs = NULL;
+    pull_varattnos((Node *)baserel->reltarget->exprs, baserel->relid, &attrs);
+    pull_varattnos((Node *)extract_actual_clauses(scan_clauses, false), baserel->relid, &attrs);
+    int x = -1;
+    while ((x = bms_next_member(attrs, x)) >= 0) {
+        AttrNumber att = x + FirstLowInvalidHeapAttributeNumber;
+        if (att == 0)
+            return false; /* the whole row */
+        if (att < 0)
+            continue; /* system columns: none is read from the item */
+        bool key = false;
+        for (int k = 0; k < pi->nkeys; k++)
+            key = key || pi->keyatt[k] == att;
+        if (!key)
+            return false;
+    }
+    return true;
+}
+
 static ForeignScan *GetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid relid,
                                    ForeignPath *best_path, List *tlist, List *scan_clauses,
                                    Plan *outer_plan)
@@ -424,6 +447,7 @@ static ForeignScan *GetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid r
     List *priv = list_make4(makeInteger(dir), makeInteger(mat || target), makeInteger(target),
                             makeString(cond.data));
     priv = lappend(priv, ch.ops);
+    priv = lappend(priv, makeInteger(keys_only(baserel, pi, scan_clauses)));
     return make_foreignscan(tlist, extract_actual_clauses(scan_clauses, false), baserel->relid,
                             ch.exprs, priv, NIL, NIL, outer_plan);
 }
@@ -461,6 +485,7 @@ typedef struct SopScan {
     sop_cursor *cur;
     int dir;
     bool mat, target;
+    bool keys_only; /* a streaming table's chunks are not read */
     List *ops;
     List *exprstates;
     char *cond;
@@ -478,6 +503,16 @@ typedef struct SopScan {
     uint64 read;
     MemoryContext cxt; /* the query's: what outlives a row */
 } SopScan;
+
+/* The current item with its value (never NULL: an empty value is "", so
+ * a NULL value means "not read" to pgsop_decode). */
+static sop_rc item_full(sop_cursor *cur, sop_item *it, sop_err *err)
+{
+    sop_rc rc = sop_cursor_item(cur, it, err);
+    if (rc == SOP_OK && it->value == NULL)
+        it->value = "";
+    return rc;
+}
 
 /* Length of the first n fields of an encoded key (raw: all of it). */
 static size_t prefix_len(SopScan *st, const void *key, size_t len, int n)
@@ -677,7 +712,8 @@ static void range_start(SopScan *st, Range *r)
         if (r->lo.set) {
             check(sop_cursor_find(st->cur, r->lo.key.data, r->lo.key.len, &err), &err, st);
             while (!r->lo.incl && sop_cursor_on_item(st->cur) &&
-                   sop_cursor_item(st->cur, &it, &err) == SOP_OK && cmp_bound(st, &it, &r->lo) == 0)
+                   sop_cursor_item_meta(st->cur, &it, &err) == SOP_OK &&
+                   cmp_bound(st, &it, &r->lo) == 0)
                 check(sop_cursor_next(st->cur, &err), &err, st);
         } else {
             check(sop_cursor_first(st->cur, &err), &err, st);
@@ -690,7 +726,8 @@ static void range_start(SopScan *st, Range *r)
             if (r->hi.incl && !st->shape.raw)
                 appendStringInfoChar(&seek, (char)0xFF); /* after every key with this prefix */
             check(sop_cursor_find_last(st->cur, seek.data, seek.len, &err), &err, st);
-            while (sop_cursor_on_item(st->cur) && sop_cursor_item(st->cur, &it, &err) == SOP_OK) {
+            while (sop_cursor_on_item(st->cur) &&
+                   sop_cursor_item_meta(st->cur, &it, &err) == SOP_OK) {
                 int c = cmp_bound(st, &it, &r->hi);
                 if (c < 0 || (c == 0 && r->hi.incl))
                     break;
@@ -736,9 +773,17 @@ static bool walk_next(SopScan *st, sop_item *it)
                   &err, st);
         }
         if (sop_cursor_on_item(st->cur)) {
-            sop_rc rc = sop_cursor_item(st->cur, it, &err);
+            /* a keys-only scan of a streaming table reads no chunk (blob);
+             * one read per item either way (each is noted for validation) */
+            bool meta = st->keys_only && st->shape.stream;
+            sop_rc rc =
+                meta ? sop_cursor_item_meta(st->cur, it, &err) : item_full(st->cur, it, &err);
             check(rc, &err, st);
             if (rc == SOP_OK && !past_end(st, &st->ranges[st->at], it)) {
+                if (meta) {
+                    it->value = NULL; /* not read: the chunk decodes as NULL */
+                    it->value_len = 0;
+                }
                 st->read++;
                 return true;
             }
@@ -777,7 +822,7 @@ static void materialize(SopScan *st)
         int i = st->nitems++;
         st->mkeys[i] = copy_bytes(it.key, it.key_len);
         st->mklen[i] = it.key_len;
-        st->mvals[i] = copy_bytes(it.value, it.value_len);
+        st->mvals[i] = it.value ? copy_bytes(it.value, it.value_len) : NULL;
         st->mvlen[i] = it.value_len;
         memcpy(st->mids[i], it.id, SOP_ID_LEN);
     }
@@ -804,6 +849,7 @@ static void BeginForeignScan(ForeignScanState *node, int eflags)
     st->target = intVal(list_nth(fs->fdw_private, 2));
     st->cond = strVal(list_nth(fs->fdw_private, 3));
     st->ops = list_nth(fs->fdw_private, 4);
+    st->keys_only = intVal(list_nth(fs->fdw_private, 5));
     pgsop_shape_init(&st->shape, node->ss.ss_currentRelation);
     if (eflags & EXEC_FLAG_EXPLAIN_ONLY)
         return;
@@ -871,8 +917,12 @@ static TupleTableSlot *IterateForeignScan(ForeignScanState *node)
         vlen = st->mvlen[i];
         id = st->mids[i];
     } else {
-        if (!walk_next(st, &it))
+        if (st->cur == NULL || !walk_next(st, &it)) {
+            /* done: the cursor is not needed until a rescan */
+            pgsop_cursor_close(st->conn, st->cur);
+            st->cur = NULL;
             return slot;
+        }
         key = it.key;
         klen = it.key_len;
         val = it.value;
@@ -1112,7 +1162,7 @@ static TupleTableSlot *ExecForeignDelete(EState *estate, ResultRelInfo *rinfo, T
     sop_err_clear(&err);
     if (rinfo->ri_projectReturning) {
         sop_item it;
-        sop_rc rc = sop_cursor_item(ms->cur, &it, &err);
+        sop_rc rc = item_full(ms->cur, &it, &err);
         if (rc != SOP_OK)
             pgsop_error(rc, &err, "could not read store \"%s\"", ms->shape.opts.store);
         ExecClearTuple(slot);
@@ -1208,7 +1258,7 @@ static int acquire_sample_rows(Relation rel, int elevel, HeapTuple *rows, int ta
     for (rc = sop_cursor_first(cur, &err); rc == SOP_OK; rc = sop_cursor_next(cur, &err)) {
         vacuum_delay_point();
         sop_item it;
-        if ((rc = sop_cursor_item(cur, &it, &err)) != SOP_OK)
+        if ((rc = sop_cursor_item_meta(cur, &it, &err)) != SOP_OK)
             break;
         int slot = -1;
         if (numrows < targrows) {
@@ -1223,6 +1273,15 @@ static int acquire_sample_rows(Relation rel, int elevel, HeapTuple *rows, int ta
             skip -= 1;
         }
         if (slot >= 0) {
+            /* only a sampled item's value is read (from its blob, if it has
+             * one); a streaming table's chunks not at all (up to 1 GB each):
+             * its rows are sampled with empty chunks */
+            if (s.stream) {
+                it.value = "";
+                it.value_len = 0;
+            } else if ((rc = item_full(cur, &it, &err)) != SOP_OK) {
+                break;
+            }
             MemoryContext old = MemoryContextSwitchTo(tmp);
             pgsop_decode(&s, it.key, it.key_len, it.value, it.value_len, values, nulls);
             MemoryContextSwitchTo(old);
@@ -1291,10 +1350,11 @@ static List *sop_import_schema(ImportForeignSchemaStmt *stmt, Oid serverOid)
         if (rc != SOP_OK)
             pgsop_error(rc, &err, "could not open store \"%s\"", info->name);
         char *cols = pgsop_import_columns(info, bt);
-        cmds = lappend(
-            cmds, psprintf("CREATE FOREIGN TABLE %s.%s (%s) SERVER %s OPTIONS (store %s)",
-                           quote_identifier(stmt->local_schema), quote_identifier(info->name), cols,
-                           quote_identifier(srv->servername), quote_literal_cstr(info->name)));
+        cmds = lappend(cmds,
+                       psprintf("CREATE FOREIGN TABLE %s.%s (%s) SERVER %s OPTIONS (store %s%s)",
+                                quote_identifier(stmt->local_schema), quote_identifier(info->name),
+                                cols, quote_identifier(srv->servername),
+                                quote_literal_cstr(info->name), pgsop_import_options(info)));
     }
     return cmds;
 }

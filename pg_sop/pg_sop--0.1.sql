@@ -81,3 +81,34 @@ RETURNS record
 AS 'MODULE_PATHNAME'
 LANGUAGE C STRICT VOLATILE;
 REVOKE ALL ON FUNCTION pg_sop_reinstate(text) FROM PUBLIC;
+
+-- Streaming tables (docs/pg_sop.md, "Streaming tables"): whole values of a
+-- foreign table over a streaming store, in the transaction's engine
+-- transaction. STRICT: a NULL argument does nothing and returns NULL.
+
+-- The whole value of a key (NULL if it has no chunks); values over 1 GB
+-- are read by chunks through the table.
+CREATE FUNCTION pg_sop_stream_read(tbl regclass, key text)
+RETURNS bytea
+AS 'MODULE_PATHNAME'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+
+-- Replaces (or creates) the value of a key, chunk_size bytes per chunk:
+-- the number of chunks (1 for an empty value).
+CREATE FUNCTION pg_sop_stream_write(tbl regclass, key text, data bytea,
+                                    chunk_size integer DEFAULT 1048576)
+RETURNS bigint
+AS 'MODULE_PATHNAME'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+
+-- Every key with its chunk count and size, in key order (reads no chunk).
+CREATE FUNCTION pg_sop_stream_list(tbl regclass)
+RETURNS TABLE(key text, chunks bigint, bytes bigint)
+AS 'MODULE_PATHNAME'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+
+-- Removes every chunk of a key: false when it had none.
+CREATE FUNCTION pg_sop_stream_remove(tbl regclass, key text)
+RETURNS boolean
+AS 'MODULE_PATHNAME'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;

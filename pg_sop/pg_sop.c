@@ -136,22 +136,25 @@ static bool bool_opt(DefElem *d)
     return v;
 }
 
-static sop_value_placement placement_opt(DefElem *d)
+/* value_placement: node, separate, active, or streaming (a streaming
+ * store: its values are active; *streaming says which). */
+static sop_value_placement placement_opt(DefElem *d, bool *streaming)
 {
     char *s = defGetString(d);
+    *streaming = false;
     if (strcmp(s, "node") == 0)
         return SOP_VALUES_IN_NODE;
     if (strcmp(s, "separate") == 0)
         return SOP_VALUES_SEPARATE;
     if (strcmp(s, "active") == 0)
         return SOP_VALUES_ACTIVE;
-    if (strcmp(s, "streaming") == 0)
-        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("value_placement 'streaming' is not available yet"),
-                        errhint("Use 'separate' or 'active' for big values.")));
+    if (strcmp(s, "streaming") == 0) {
+        *streaming = true;
+        return SOP_VALUES_ACTIVE;
+    }
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("option \"value_placement\" must be node, separate or active, not "
-                           "\"%s\"",
+                    errmsg("option \"value_placement\" must be node, separate, active or "
+                           "streaming, not \"%s\"",
                            s)));
 }
 
@@ -363,7 +366,8 @@ static void check_option(DefElem *d)
                strcmp(n, "key") == 0 || strcmp(n, "ec_repair") == 0) {
         bool_opt(d);
     } else if (strcmp(n, "value_placement") == 0) {
-        placement_opt(d);
+        bool streaming;
+        placement_opt(d, &streaming);
     } else if (strcmp(n, "store") == 0) {
         char *s = defGetString(d);
         size_t len = strlen(s);
@@ -429,6 +433,20 @@ Datum pg_sop_validator(PG_FUNCTION_ARGS)
         (void)ec_options(options, &ec);
         (void)passive_option(options);
     }
+    if (catalog == ForeignTableRelationId) {
+        bool streaming = false, unique = true;
+        foreach (lc, options) {
+            DefElem *d = lfirst(lc);
+            if (strcmp(d->defname, "value_placement") == 0)
+                placement_opt(d, &streaming);
+            else if (strcmp(d->defname, "unique") == 0)
+                unique = bool_opt(d);
+        }
+        if (streaming && !unique)
+            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                            errmsg("a streaming table is unique: option \"unique\" cannot be "
+                                   "false with value_placement 'streaming'")));
+    }
     PG_RETURN_VOID();
 }
 
@@ -453,7 +471,7 @@ void pgsop_table_options(Oid relid, PgSopTableOpts *o)
         else if (strcmp(d->defname, "unique") == 0)
             o->unique = bool_opt(d);
         else if (strcmp(d->defname, "value_placement") == 0)
-            o->placement = placement_opt(d);
+            o->placement = placement_opt(d, &o->streaming);
     }
     if (o->store == NULL) {
         /* the table's name, if it is a valid store name */
@@ -474,6 +492,7 @@ static void close_all(int code, Datum arg)
     hash_seq_init(&st, conns);
     while ((c = hash_seq_search(&st)) != NULL) {
         if (c->txn) {
+            pgsop_close_handles(c);
             sop_txn_free(c->txn);
             c->txn = NULL;
         }
@@ -775,6 +794,7 @@ sop_cursor *pgsop_cursor_open(PgSopConn *c, sop_btree *bt)
         pgsop_error(rc, &err, "could not open a cursor");
     MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
     c->cursors = lappend(c->cursors, cur);
+    c->cursor_trees = lappend(c->cursor_trees, bt);
     MemoryContextSwitchTo(old);
     return cur;
 }
@@ -783,26 +803,73 @@ void pgsop_cursor_close(PgSopConn *c, sop_cursor *cur)
 {
     if (cur == NULL)
         return;
-    c->cursors = list_delete_ptr(c->cursors, cur);
+    ListCell *lc;
+    foreach (lc, c->cursors) {
+        if (lfirst(lc) == cur) {
+            int n = foreach_current_index(lc);
+            c->cursors = list_delete_nth_cell(c->cursors, n);
+            c->cursor_trees = list_delete_nth_cell(c->cursor_trees, n);
+            break;
+        }
+    }
     sop_cursor_close(cur);
+}
+
+bool pgsop_tree_in_use(PgSopConn *c, sop_btree *bt)
+{
+    return list_member_ptr(c->cursor_trees, bt);
+}
+
+sop_stream *pgsop_stream_open(PgSopConn *c, const char *store)
+{
+    sop_stream *s;
+    sop_err err;
+    sop_err_clear(&err);
+    sop_rc rc = sop_stream_open(c->txn, store, &s, &err);
+    if (rc == SOP_INVALID)
+        ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
+                        errmsg("store \"%s\" is not a streaming store", store),
+                        err.msg[0] ? errdetail("%s", err.msg) : 0));
+    if (rc != SOP_OK)
+        pgsop_error(rc, &err, "could not open streaming store \"%s\"", store);
+    MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+    c->streams = lappend(c->streams, s);
+    MemoryContextSwitchTo(old);
+    return s;
+}
+
+void pgsop_stream_close(PgSopConn *c, sop_stream *s)
+{
+    if (s == NULL)
+        return;
+    c->streams = list_delete_ptr(c->streams, s);
+    sop_stream_close(s);
 }
 
 /* ---- transactions ------------------------------------------------------- */
 
-static void close_cursors(PgSopConn *c)
+void pgsop_close_handles(PgSopConn *c)
 {
     ListCell *lc;
+    /* a stream still open here was left by an ERROR: one with an open
+     * writer poisons the engine transaction, which then only rolls back */
+    foreach (lc, c->streams)
+        sop_stream_close(lfirst(lc));
+    list_free(c->streams);
+    c->streams = NIL;
     foreach (lc, c->cursors)
         sop_cursor_close(lfirst(lc));
     list_free(c->cursors);
     c->cursors = NIL;
+    list_free(c->cursor_trees);
+    c->cursor_trees = NIL;
 }
 
 /* Frees the engine transaction handle (a prepared one stays prepared:
  * freeing it decides nothing) and the per-transaction state. */
 static void forget_txn(PgSopConn *c)
 {
-    close_cursors(c);
+    pgsop_close_handles(c);
     sop_txn_free(c->txn);
     c->txn = NULL;
     c->eprepared = false;
@@ -814,7 +881,7 @@ static void forget_txn(PgSopConn *c)
  * is a PANIC); what fails is left to the resolver. */
 static void end_txn(PgSopConn *c, bool commit)
 {
-    close_cursors(c);
+    pgsop_close_handles(c);
     if (c->txn == NULL)
         return;
     sop_err err;
@@ -871,7 +938,7 @@ static void check_poisoned(PgSopConn *c)
 /* A transaction that read but did not write: validated and ended now. */
 static void commit_reader(PgSopConn *c)
 {
-    close_cursors(c);
+    pgsop_close_handles(c);
     sop_err err;
     sop_err_clear(&err);
     sop_rc rc = sop_txn_commit(c->txn, &err);

@@ -11,6 +11,8 @@
  *  - fdw.c: planner and executor callbacks, ANALYZE, TRUNCATE, IMPORT.
  *  - replication.c: pg_sop_replication, pg_sop_failover, pg_sop_reinstate
  *    (the passive_path option is checked and passed on in pg_sop.c).
+ *  - stream.c: pg_sop_stream_read/write/list/remove over the streaming
+ *    store of a foreign table (the table's shape is in codec.c).
  *
  * Invariants:
  *  1. Nothing is opened in _PG_init (it may run in the postmaster): the
@@ -18,7 +20,9 @@
  *  2. Only PRE_COMMIT raises; COMMIT and ABORT never do (an ERROR there is
  *     a PANIC): engine calls there return codes and are only logged.
  *  3. An engine transaction belongs to one PostgreSQL transaction; every
- *     cursor opened on it is closed before it ends.
+ *     cursor and stream opened on it is closed before it ends.
+ *  4. No ERROR is raised from inside an engine callback (it would jump
+ *     over the engine's frames): callbacks only collect.
  */
 #ifndef PG_SOP_H
 #define PG_SOP_H
@@ -38,10 +42,12 @@ typedef struct PgSopConn {
     Oid serverid; /* hash key */
     sop_db *db;
     sop_txn *txn;
-    uint64 writes;  /* engine changes made by the current transaction */
-    bool poisoned;  /* a savepoint rollback undid engine changes */
-    List *cursors;  /* open sop_cursor *, closed at transaction end */
-    bool eprepared; /* txn is prepared in the engine (etxid), awaiting PG */
+    uint64 writes;      /* engine changes made by the current transaction */
+    bool poisoned;      /* a savepoint rollback undid engine changes */
+    List *cursors;      /* open sop_cursor *, closed at transaction end */
+    List *cursor_trees; /* the sop_btree * of each of them */
+    List *streams;      /* open sop_stream *, closed at transaction end */
+    bool eprepared;     /* txn is prepared in the engine (etxid), awaiting PG */
     uint8_t etxid[SOP_ID_LEN];
     char path[1024]; /* for messages */
 } PgSopConn;
@@ -57,6 +63,15 @@ void pgsop_note_write(PgSopConn *c);
 /* Cursors closed with the transaction if the executor did not. */
 sop_cursor *pgsop_cursor_open(PgSopConn *c, sop_btree *bt);
 void pgsop_cursor_close(PgSopConn *c, sop_cursor *cur);
+/* Whether a cursor of pgsop_cursor_open on `bt` is open (a scan or a
+ * change of the store is under way in this backend). */
+bool pgsop_tree_in_use(PgSopConn *c, sop_btree *bt);
+/* Streams likewise: the streaming store `store` in the transaction
+ * (ERROR if it is missing or not a streaming store). */
+sop_stream *pgsop_stream_open(PgSopConn *c, const char *store);
+void pgsop_stream_close(PgSopConn *c, sop_stream *s);
+/* Closes every stream and cursor of the transaction (before it ends). */
+void pgsop_close_handles(PgSopConn *c);
 
 /* ERROR for an engine failure: SQLSTATE from rc (docs/pg_sop.md), the
  * message from `what`, the engine's words in the detail. */
@@ -71,6 +86,7 @@ typedef struct PgSopTableOpts {
     int slot_length;
     bool unique;
     sop_value_placement placement;
+    bool streaming; /* value_placement 'streaming' (placement is then active) */
 } PgSopTableOpts;
 void pgsop_table_options(Oid relid, PgSopTableOpts *o);
 
@@ -105,13 +121,24 @@ typedef struct PgSopShape {
     bool *iskey;        /* by 0-based attribute index */
     bool raw;           /* (key bytea, value bytea) over a plain byte-key store */
     int rawval;         /* raw: 0-based index of the value column, or -1 */
+    bool stream;        /* (key text, chunk_index int, chunk bytea) over a streaming store */
+    int streamval;      /* stream: 0-based index of the chunk column */
 } PgSopShape;
 
 /* Reads the key columns and options (no engine access). */
 void pgsop_shape_init(PgSopShape *s, Relation rel);
 /* Opens (or creates, with create_if_missing) the table's store in the
- * transaction, deciding raw vs row-encoded from the store. */
+ * transaction, deciding raw, streaming or row-encoded from the store. */
 sop_btree *pgsop_store(PgSopShape *s, PgSopConn *c);
+/* The columns of a streaming table, for messages. */
+#define STREAM_SHAPE_TEXT                                                                          \
+    "(key text OPTIONS (key 'true'), chunk_index bigint OPTIONS (key 'true'), chunk bytea)"
+/* ERROR unless the table has the streaming shape (key text, chunk_index
+ * integer, chunk bytea); sets s->streamval. */
+void pgsop_check_stream_shape(PgSopShape *s);
+/* ERROR (22021) unless len bytes read from store `store` are valid text in
+ * the database encoding; `what` names them in the message ("a key"). */
+void pgsop_verify_text(const char *p, size_t len, const char *store, const char *what);
 
 /* Whether a type can be a key column, and whether its encoded order is
  * PostgreSQL's btree order (for text: only with a "C" collation). */
@@ -135,6 +162,8 @@ void pgsop_decode(PgSopShape *s, const void *key, size_t klen, const void *val, 
 /* IMPORT FOREIGN SCHEMA: the column list of a store ("id bigint OPTIONS
  * (key 'true'), ..."). */
 char *pgsop_import_columns(const sop_store_info *info, sop_btree *bt);
+/* The table options IMPORT adds for a store (", value_placement ..." or ""). */
+const char *pgsop_import_options(const sop_store_info *info);
 /* The store description pg_sop writes when it creates a store: it names
  * the key columns, for IMPORT. */
 char *pgsop_describe_keys(PgSopShape *s);

@@ -199,11 +199,7 @@ void pgsop_prepare_engine(PgSopConn *c, const char *gid)
 
     char owner[256];
     owner_tag(owner, sizeof(owner), fxid, gid);
-    ListCell *lc;
-    foreach (lc, c->cursors)
-        sop_cursor_close(lfirst(lc));
-    list_free(c->cursors);
-    c->cursors = NIL;
+    pgsop_close_handles(c);
     sop_err err;
     sop_err_clear(&err);
     sop_rc rc = sop_txn_prepare(c->txn, owner, c->etxid, &err);
