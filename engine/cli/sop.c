@@ -1,8 +1,9 @@
 /*
  * sop.c - the `sop` command-line tool: create libsop databases and stores,
- * put, get, delete, scan and bulk-load items, inspect, check, scrub and
- * recover a database, and fail over and reinstate the sides of a replicated
- * one from the shell. docs/cli.md is the user guide.
+ * put, get, delete, scan and bulk-load items, upload, download and list the
+ * values of streaming stores, inspect, check, scrub and recover a database,
+ * and fail over and reinstate the sides of a replicated one from the shell.
+ * docs/cli.md is the user guide.
  *
  * Shape: every command is one row of commands[] (its synopsis, the options it
  * accepts, its help text and the function that runs it). main() finds the
@@ -15,7 +16,7 @@
  *  2. Every failure prints exactly one line on stderr, "sop: <what>: <why>",
  *     and ends the command with one exit status (enum status); stdout carries
  *     data only (values, scan lines, listings, check, scrub, status,
- *     failover and reinstate reports); notes (`load`'s count, `init
+ *     failover, reinstate and upload reports); notes (`load`'s count, `init
  *     --passive`'s stale side) go to stderr.
  *  3. A transaction that hit SOP_CONFLICT is run again, at most
  *     CONFLICT_RETRIES times after a short random sleep, and only while
@@ -26,12 +27,15 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,12 +62,13 @@ enum status {
 #define CONFLICT_RETRIES   3  /* extra attempts after a SOP_CONFLICT */
 #define RETRY_SLEEP_MS_MIN 10 /* each retry sleeps min..max ms, times the attempt */
 #define RETRY_SLEEP_MS_MAX 60
-#define LOAD_BATCH_DEFAULT 1000     /* items per transaction in `sop load` */
-#define LOAD_BATCH_MAX     10000000 /* bounds the memory one batch holds */
-#define PROGRESS_EVERY_MS  200      /* progress line refresh on a terminal */
-#define LONG_TXN_MS        3600000  /* scan and load: the engine's longest transaction */
-#define QUOTE_MAX          64       /* bytes of a key shown in an error message */
-#define WHAT_MAX           512      /* the "what failed" part of an error line */
+#define LOAD_BATCH_DEFAULT 1000        /* items per transaction in `sop load` */
+#define LOAD_BATCH_MAX     10000000    /* bounds the memory one batch holds */
+#define PROGRESS_EVERY_MS  200         /* progress line refresh on a terminal */
+#define LONG_TXN_MS        3600000     /* scan, load, upload...: the engine's longest transaction */
+#define CHUNK_SIZE_DEFAULT (16u << 20) /* bytes per chunk in `sop upload` */
+#define QUOTE_MAX          64          /* bytes of a key shown in an error message */
+#define WHAT_MAX           512         /* the "what failed" part of an error line */
 
 /* ------------------------------------------------------------------------
  * The command table
@@ -88,6 +93,8 @@ typedef enum opt_id {
     OPT_EC_REPAIR,
     OPT_REPAIR,
     OPT_PASSIVE,
+    OPT_CHUNK_SIZE,
+    OPT_FROM_CHUNK,
     OPT_COUNT_
 } opt_id;
 
@@ -125,6 +132,8 @@ static const struct option_def {
     [OPT_EC_REPAIR] = {"ec-repair", false},
     [OPT_REPAIR] = {"repair", false},
     [OPT_PASSIVE] = {"passive", true},
+    [OPT_CHUNK_SIZE] = {"chunk-size", true},
+    [OPT_FROM_CHUNK] = {"from-chunk", true},
 };
 
 #define POS_MAX    4
@@ -167,6 +176,9 @@ static int run_recover(const command *cmd, const args *a);
 static int run_failover(const command *cmd, const args *a);
 static int run_reinstate(const command *cmd, const args *a);
 static int run_drop(const command *cmd, const args *a);
+static int run_upload(const command *cmd, const args *a);
+static int run_download(const command *cmd, const args *a);
+static int run_ls(const command *cmd, const args *a);
 
 static const command commands[] = {
     {"init", "DIR", OPT_BIT(OPT_HASH_MOD) | OPT_BIT(OPT_EC) | OPT_BIT(OPT_EC_REPAIR),
@@ -349,6 +361,55 @@ static const command commands[] = {
      "  sop load ./shop orders orders.tsv --batch 5000\n"
      "  sop scan ./old orders | sop load ./shop orders -\n",
      run_load},
+    {"upload", "DIR STORE KEY FILE", OPT_BIT(OPT_CHUNK_SIZE),
+     "sop upload DIR STORE KEY FILE|- [--chunk-size SIZE]",
+     "store a file (or stdin) as a value of a streaming store",
+     "Reads FILE ('-' for standard input) and stores its bytes as the value of\n"
+     "KEY in the streaming store STORE, cut into chunks of SIZE bytes (the\n"
+     "last one may be shorter), all in one transaction: the value appears\n"
+     "whole when the upload ends, or not at all if it fails or is killed.\n"
+     "STORE is created as a streaming store if there is none; an existing\n"
+     "value of KEY is replaced. Memory use is about one chunk, whatever the\n"
+     "file's size; an upload must finish within an hour. On success one line\n"
+     "on standard output says 'uploaded N bytes in N chunks to STORE/KEY'.\n"
+     "Progress is shown on standard error when it is a terminal.\n"
+     "\n"
+     "Options:\n"
+     "  --chunk-size SIZE   bytes per chunk, 1 to 1G, with an optional K, M or\n"
+     "                      G suffix (powers of 1024): 65536, 512K, 16M\n"
+     "                      (default 16M)\n"
+     "\n"
+     "Examples:\n"
+     "  sop upload ./media videos movie.mp4 ~/movie.mp4\n"
+     "  uploaded 67108864 bytes in 4 chunks to videos/movie.mp4\n"
+     "  tar c photos | sop upload ./media backups photos.tar - --chunk-size 64M\n",
+     run_upload},
+    {"download", "DIR STORE KEY", OPT_BIT(OPT_FROM_CHUNK),
+     "sop download DIR STORE KEY [--from-chunk N]", "write a value of a streaming store to stdout",
+     "Writes the value of KEY in the streaming store STORE to standard output,\n"
+     "chunk by chunk (memory use is about one chunk), in one read\n"
+     "transaction. If the value changed while it was written (another upload\n"
+     "committed), the output is not consistent: the command then fails with\n"
+     "status 3 and says so. A missing store, key or chunk exits with status 1\n"
+     "and writes nothing. Progress is shown on standard error when it is a\n"
+     "terminal.\n"
+     "\n"
+     "Options:\n"
+     "  --from-chunk N   start at chunk N (chunks count from 0): the output is\n"
+     "                   then the value from byte N x chunk size on\n"
+     "\n"
+     "Examples:\n"
+     "  sop download ./media videos movie.mp4 > movie.mp4\n"
+     "  sop download ./media videos movie.mp4 --from-chunk 2 >> partial.mp4\n",
+     run_download},
+    {"ls", "DIR STORE", 0, "sop ls DIR STORE", "list the keys of a streaming store",
+     "Prints one line per key of the streaming store STORE, in key order, with\n"
+     "these TAB-separated fields: key (as is), number of chunks, bytes.\n"
+     "\n"
+     "Example:\n"
+     "  sop ls ./media videos\n"
+     "  movie.mp4\t4\t67108864\n",
+     run_ls},
     {"check", "DIR", 0, "sop check DIR", "verify a whole database",
      "Checks every registry block, node, tree invariant, store count and blob\n"
      "of the database (after running recovery), prints each problem found on\n"
@@ -431,7 +492,8 @@ static void print_main_help(FILE *f)
                "       sop --version\n"
                "\n"
                "sop works with libsop databases: folders of stores, each an ordered\n"
-               "B-tree of key/value items, changed in ACID transactions.\n"
+               "B-tree of key/value items, changed in ACID transactions. Streaming\n"
+               "stores keep values of any size (files) as sequences of chunks.\n"
                "\n"
                "Commands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++)
@@ -516,15 +578,17 @@ static int usage_error(const command *cmd, const char *fmt, ...)
  * Writes bytes as a double-quoted, one-line string into out[cap] (control
  * bytes as \xNN, '"' and '\' escaped, UTF-8 as is, long input cut to
  * QUOTE_MAX bytes and "..."), so a key in a message never breaks its line.
+ * Without quotes ('"' then as is): a key in a report, "videos/movie.mp4".
  */
-static const char *quote(char *out, size_t cap, const void *p, size_t n)
+static const char *quote_as(char *out, size_t cap, const void *p, size_t n, bool quotes)
 {
     const unsigned char *s = p;
     size_t o = 0, shown = n < QUOTE_MAX ? n : QUOTE_MAX;
-    out[o++] = '"';
+    if (quotes)
+        out[o++] = '"';
     for (size_t i = 0; i < shown && o + 8 < cap; i++) {
         unsigned char c = s[i];
-        if (c == '"' || c == '\\')
+        if ((c == '"' && quotes) || c == '\\')
             o += (size_t)snprintf(out + o, cap - o, "\\%c", c);
         else if (c < 0x20 || c == 0x7f)
             o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
@@ -533,9 +597,15 @@ static const char *quote(char *out, size_t cap, const void *p, size_t n)
     }
     if (shown < n && o + 4 < cap)
         o += (size_t)snprintf(out + o, cap - o, "...");
-    out[o++] = '"';
+    if (quotes)
+        out[o++] = '"';
     out[o] = '\0';
     return out;
+}
+
+static const char *quote(char *out, size_t cap, const void *p, size_t n)
+{
+    return quote_as(out, cap, p, n, true);
 }
 
 #define QUOTED_CAP (QUOTE_MAX * 4 + 8)
@@ -703,6 +773,10 @@ typedef struct session {
     bool printed;        /* the current transaction has printed output */
     bool input_is_data;  /* SOP_INVALID comes from file data, not the command line */
     uint32_t txn_max_ms; /* max_duration_ms of each transaction; 0: the engine's default */
+    /* A commit that conflicts when it cannot be retried (printed set: a
+     * download wrote output, an upload read a pipe) is reported as
+     * "<late_what>: <late_conflict>" when set. */
+    const char *late_what, *late_conflict;
 } session;
 
 static sop_rc blame(session *s, sop_rc rc, const char *fmt, ...) PRINTF_LIKE(3, 4);
@@ -915,8 +989,12 @@ static int session_txn(session *s, sop_txn_mode mode, txn_body body, void *arg)
         rc = body(s, t, arg);
         if (rc == SOP_OK) {
             rc = sop_txn_commit(t, &s->err);
-            if (rc != SOP_OK)
+            if (rc == SOP_CONFLICT && s->printed && s->late_conflict) {
+                snprintf(s->err.msg, sizeof(s->err.msg), "%s", s->late_conflict);
+                blame(s, rc, "%s", s->late_what);
+            } else if (rc != SOP_OK) {
                 blame(s, rc, "commit in %s", s->dir);
+            }
         }
         sop_txn_free(t); /* rolls back whatever did not commit */
         if (rc == SOP_OK)
@@ -950,6 +1028,22 @@ static int store_info(session *s, const char *name, sop_store_info *info)
     if (rc != SOP_OK)
         return fail(s, blame(s, rc, "open store %s", name));
     return ST_OK;
+}
+
+/* store_info for put, get, del, scan and load, which work with items: a
+ * streaming store's items are chunks under encoded (key, chunk) keys, which
+ * only the stream calls may write (a raw key would break its listing) and
+ * whose values may be huge, so it is refused (status 4). */
+static int items_store_info(session *s, const char *name, sop_store_info *info)
+{
+    int st = store_info(s, name, info);
+    if (st == ST_OK && info->options.streaming) {
+        say("open store %s: %s is a streaming store (values kept as chunks): use 'sop upload', "
+            "'sop download' and 'sop ls'",
+            name, name);
+        st = ST_ERROR;
+    }
+    return st;
 }
 
 static const char *placement_name(sop_value_placement p)
@@ -1451,7 +1545,7 @@ static int run_put(const command *cmd, const args *a)
     if (st != ST_OK)
         return st;
     sop_store_info info;
-    st = store_info(&s, j.store, &info);
+    st = items_store_info(&s, j.store, &info);
     if (st == ST_OK) {
         j.unique = info.options.is_unique;
         st = session_txn(&s, SOP_TXN_WRITE, put_body, &j);
@@ -1509,7 +1603,10 @@ static int run_get(const command *cmd, const args *a)
     int st = session_open(&s, a->pos[0]);
     if (st != ST_OK)
         return st;
-    st = session_txn(&s, SOP_TXN_READ, get_body, &j);
+    sop_store_info info;
+    st = items_store_info(&s, j.store, &info);
+    if (st == ST_OK)
+        st = session_txn(&s, SOP_TXN_READ, get_body, &j);
     session_close(&s);
     if (st == ST_OK) {
         fwrite(j.found, 1, j.found_len, stdout);
@@ -1545,7 +1642,10 @@ static int run_del(const command *cmd, const args *a)
     int st = session_open(&s, a->pos[0]);
     if (st != ST_OK)
         return st;
-    st = session_txn(&s, SOP_TXN_WRITE, del_body, &j);
+    sop_store_info info;
+    st = items_store_info(&s, j.store, &info);
+    if (st == ST_OK)
+        st = session_txn(&s, SOP_TXN_WRITE, del_body, &j);
     session_close(&s);
     return st;
 }
@@ -1639,7 +1739,10 @@ static int run_scan(const command *cmd, const args *a)
     if (st != ST_OK)
         return st;
     s.txn_max_ms = LONG_TXN_MS; /* a scan of a big store may take a while */
-    st = session_txn(&s, SOP_TXN_READ, scan_body, &j);
+    sop_store_info info;
+    st = items_store_info(&s, j.store, &info);
+    if (st == ST_OK)
+        st = session_txn(&s, SOP_TXN_READ, scan_body, &j);
     session_close(&s);
     return st;
 }
@@ -1838,7 +1941,7 @@ static int run_load(const command *cmd, const args *a)
         s.input_is_data = true;
         s.txn_max_ms = LONG_TXN_MS; /* --batch may be large */
         sop_store_info info;
-        st = store_info(&s, j.store, &info);
+        st = items_store_info(&s, j.store, &info);
         if (st == ST_OK) {
             j.unique = info.options.is_unique;
             st = load_stream(&s, &j, in, batch);
@@ -2244,6 +2347,510 @@ static int run_reinstate(const command *cmd, const args *a)
         put_side_path(&after, after.active);
         printf(": %llu file%s, %s; both sides are live\n", (unsigned long long)j.files,
                plural(j.files), format_bytes(j.bytes, size, sizeof(size)));
+    }
+    session_close(&s);
+    return st;
+}
+
+/* ------------------------------------------------------------------------
+ * upload, download, ls: streaming stores
+ *
+ * A streaming store keeps each value as a sequence of chunks (sop.h,
+ * "Streaming stores"). upload and download hold one chunk in memory at a
+ * time, whatever the value's size, and do their work in one transaction:
+ * an upload's value appears whole at its commit or not at all, and a
+ * download's commit tells whether the value changed under it.
+ * ------------------------------------------------------------------------ */
+
+/* --chunk-size: digits and an optional K, M or G (powers of 1024), 1 byte
+ * to SOP_VALUE_SEPARATE_MAX (the largest chunk). */
+static int chunk_size_option(const command *cmd, const args *a, size_t *out)
+{
+    const char *v = a->opt[OPT_CHUNK_SIZE];
+    *out = CHUNK_SIZE_DEFAULT;
+    if (v == NULL)
+        return ST_OK;
+    bool ok = v[0] >= '0' && v[0] <= '9';
+    char *end = NULL;
+    unsigned long long n = 0, mult = 1;
+    errno = 0;
+    if (ok)
+        n = strtoull(v, &end, 10);
+    if (ok && errno == 0) {
+        switch (*end) {
+        case 'K':
+        case 'k':
+            mult = 1ull << 10;
+            end++;
+            break;
+        case 'M':
+        case 'm':
+            mult = 1ull << 20;
+            end++;
+            break;
+        case 'G':
+        case 'g':
+            mult = 1ull << 30;
+            end++;
+            break;
+        default:
+            break;
+        }
+    }
+    if (!ok || errno != 0 || *end != '\0')
+        return usage_error(cmd,
+                           "--chunk-size wants a size like 65536, 512K, 16M or 1G (K, M and G are "
+                           "powers of 1024), not '%s'",
+                           v);
+    if (n == 0)
+        return usage_error(cmd, "--chunk-size must be at least 1 byte, not '%s'", v);
+    if (n > SOP_VALUE_SEPARATE_MAX / mult)
+        return usage_error(cmd, "--chunk-size %s is over the largest chunk, 1G (%u bytes)", v,
+                           SOP_VALUE_SEPARATE_MAX);
+    *out = (size_t)(n * mult);
+    return ST_OK;
+}
+
+/*
+ * Before the transaction: `store` must be a streaming store, so that a
+ * store of key/value items gets a message saying what it is (status 4).
+ * missing_ok: a missing store is fine (upload creates it). what: the "what
+ * failed" part of the error line.
+ */
+static int streaming_store_check(session *s, const char *what, const char *store, bool missing_ok)
+{
+    sop_store_info info;
+    sop_rc rc = sop_db_store_info(s->db, store, &info, &s->err);
+    if (rc == SOP_NOTFOUND && missing_ok)
+        return ST_OK;
+    if (rc != SOP_OK)
+        return fail(s, blame(s, rc, "open store %s", store));
+    if (!info.options.streaming) {
+        say("%s: %s is not a streaming store (it holds key/value items: see 'sop get' and 'sop "
+            "scan'; 'sop upload' makes streaming stores)",
+            what, store);
+        return ST_ERROR;
+    }
+    return ST_OK;
+}
+
+/* Opens the streaming store `store` in t. */
+static sop_rc open_stream(session *s, sop_txn *t, const char *store, sop_stream **out)
+{
+    sop_rc rc = sop_stream_open(t, store, out, &s->err);
+    if (rc != SOP_OK)
+        return blame(s, rc, "open streaming store %s", store);
+    return SOP_OK;
+}
+
+#define LABEL_CAP (QUOTED_CAP + 160) /* "STORE/KEY", or an error line's what */
+
+/*
+ * The progress line of an upload or download, on a terminal only:
+ * "VERB LABEL: 32.0 MiB of 64.0 MiB (50%), 110.5 MiB/s" (no "of" when total
+ * is UINT64_MAX: unknown; extra, if not NULL, goes before the rate). It is
+ * redrawn at most every PROGRESS_EVERY_MS; `last` draws the final state
+ * whatever the clock says and ends the line with a newline.
+ */
+static void transfer_progress(progress *p, const char *verb, const char *label, uint64_t done,
+                              uint64_t total, const char *extra, bool last)
+{
+    if (last ? !p->on : !progress_due(p))
+        return;
+    if (last)
+        p->shown_ms = now_ms();
+    char line[256], a[32], b[32];
+    int n =
+        snprintf(line, sizeof(line), "%s %s: %s", verb, label, format_bytes(done, a, sizeof(a)));
+    if (total != UINT64_MAX && n >= 0 && (size_t)n < sizeof(line)) {
+        unsigned pct = total == 0 ? 100 : done >= total ? 100 : (unsigned)(done * 100 / total);
+        n += snprintf(line + n, sizeof(line) - (size_t)n, " of %s (%u%%)",
+                      format_bytes(total, b, sizeof(b)), pct);
+    }
+    if (extra && n >= 0 && (size_t)n < sizeof(line))
+        n += snprintf(line + n, sizeof(line) - (size_t)n, ", %s", extra);
+    double secs = progress_secs(p);
+    if (secs > 0 && n >= 0 && (size_t)n < sizeof(line))
+        snprintf(line + n, sizeof(line) - (size_t)n, ", %s/s",
+                 format_bytes((uint64_t)((double)done / secs), a, sizeof(a)));
+    progress_draw("%s", line);
+    if (last) {
+        fputc('\n', stderr);
+        progress_shown = false;
+    }
+}
+
+typedef struct upload_job {
+    const char *store, *key;
+    const char *source; /* the file name, or "standard input" */
+    int fd;
+    off_t start;  /* where the input starts, to read it again after a conflict; -1: a pipe */
+    bool started; /* an attempt has begun reading the input */
+    char *buf;    /* one chunk */
+    size_t chunk;
+    uint64_t size;          /* of the input when known (a regular file), else UINT64_MAX */
+    uint64_t bytes, chunks; /* stored (chunks: the value's count after the writer closed) */
+    char what[LABEL_CAP];   /* upload "KEY" to STORE */
+    char label[LABEL_CAP];  /* STORE/KEY */
+    progress progress;
+} upload_job;
+
+/* Fills j->buf with the next chunk: *got bytes, fewer than a chunk only at
+ * the end of the input (*eof). Returns 0 or an errno. */
+static int read_chunk_in(upload_job *j, size_t *got, bool *eof)
+{
+    *got = 0;
+    *eof = false;
+    while (*got < j->chunk) {
+        ssize_t n = read(j->fd, j->buf + *got, j->chunk - *got);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        if (n == 0) {
+            *eof = true;
+            break;
+        }
+        *got += (size_t)n;
+        transfer_progress(&j->progress, "uploading", j->label, j->bytes + *got, j->size, NULL,
+                          false);
+    }
+    return 0;
+}
+
+static sop_rc upload_body(session *s, sop_txn *t, void *arg)
+{
+    upload_job *j = arg;
+    if (j->started && lseek(j->fd, j->start, SEEK_SET) < 0) { /* a retry: read it again */
+        snprintf(s->err.msg, sizeof(s->err.msg), "%s", strerror(errno));
+        return blame(s, SOP_IO, "%s: rewind %s for another attempt", j->what, j->source);
+    }
+    j->started = true;
+    if (j->start < 0)
+        s->printed = true; /* a pipe cannot be read twice: no retry (invariant 3) */
+    j->bytes = j->chunks = 0;
+    sop_stream *st;
+    sop_rc rc = sop_stream_open(t, j->store, &st, &s->err);
+    if (rc == SOP_NOTFOUND) {
+        rc = sop_stream_create(t, j->store, NULL, &st, &s->err);
+        if (rc != SOP_OK)
+            return blame(s, rc, "create streaming store %s", j->store);
+    } else if (rc != SOP_OK) {
+        return blame(s, rc, "open streaming store %s", j->store);
+    }
+    sop_stream_writer *w;
+    rc = sop_stream_writer_open(st, j->key, strlen(j->key), SOP_STREAM_UPSERT, &w, &s->err);
+    if (rc != SOP_OK) {
+        sop_stream_close(st);
+        return blame(s, rc, "%s", j->what);
+    }
+    for (bool eof = false; !eof;) {
+        size_t got;
+        int e = read_chunk_in(j, &got, &eof);
+        if (e != 0) {
+            snprintf(s->err.msg, sizeof(s->err.msg), "%s", strerror(e));
+            rc = blame(s, SOP_IO, "%s: read %s", j->what, j->source);
+            break;
+        }
+        if (got == 0) /* the end, right after a full chunk (or an empty input) */
+            break;
+        rc = sop_stream_write(w, j->buf, got, &s->err);
+        if (rc != SOP_OK) {
+            blame(s, rc, "%s: write chunk %llu", j->what, (unsigned long long)j->chunks);
+            break;
+        }
+        j->bytes += got;
+        j->chunks++;
+    }
+    if (rc == SOP_OK) {
+        /* an empty input leaves one empty chunk: the value exists, empty */
+        rc = sop_stream_writer_close(w, &j->chunks, &s->err);
+        if (rc != SOP_OK)
+            blame(s, rc, "%s: finish the value", j->what);
+    }
+    sop_stream_close(st); /* drops a writer left open: the transaction rolls back */
+    return rc;
+}
+
+static int run_upload(const command *cmd, const args *a)
+{
+    size_t chunk;
+    int st = chunk_size_option(cmd, a, &chunk);
+    if (st != ST_OK)
+        return st;
+    upload_job j = {.store = a->pos[1], .key = a->pos[2], .chunk = chunk};
+    if (j.key[0] == '\0')
+        return usage_error(cmd, "KEY must be at least one byte");
+    char q[QUOTED_CAP];
+    snprintf(j.what, sizeof(j.what), "upload %s to %s", quote(q, sizeof(q), j.key, strlen(j.key)),
+             j.store);
+    snprintf(j.label, sizeof(j.label), "%s/%s", j.store,
+             quote_as(q, sizeof(q), j.key, strlen(j.key), false));
+    const char *path = a->pos[3];
+    bool is_stdin = strcmp(path, "-") == 0;
+    j.source = is_stdin ? "standard input" : path;
+    j.fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+    if (j.fd < 0) {
+        say("open input %s: %s", path, strerror(errno));
+        return ST_ERROR;
+    }
+    j.size = UINT64_MAX;
+    j.start = -1;
+    struct stat sb;
+    if (fstat(j.fd, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        off_t at = lseek(j.fd, 0, SEEK_CUR); /* stdin may be a file read part way */
+        if (at >= 0) {
+            j.start = at;
+            j.size = sb.st_size > at ? (uint64_t)(sb.st_size - at) : 0;
+        }
+    }
+    j.buf = malloc(chunk);
+    if (j.buf == NULL) {
+        say("%s: out of memory for a %zu-byte chunk", j.what, chunk);
+        st = ST_ERROR;
+    }
+    session s;
+    if (st == ST_OK)
+        st = session_open(&s, a->pos[0]);
+    if (j.buf != NULL && st == ST_OK) {
+        st = streaming_store_check(&s, j.what, j.store, true);
+        if (st == ST_OK) {
+            s.txn_max_ms = LONG_TXN_MS; /* one transaction for the whole value */
+            s.late_what = j.what;
+            s.late_conflict = "another transaction changed the store meanwhile, and the input "
+                              "cannot be read again for a retry: run the upload again";
+            progress_start(&j.progress);
+            st = session_txn(&s, SOP_TXN_WRITE, upload_body, &j);
+        }
+        session_close(&s);
+    }
+    if (st == ST_OK) {
+        transfer_progress(&j.progress, "uploading", j.label, j.bytes, j.size, NULL, true);
+        printf("uploaded %llu byte%s in %llu chunk%s to %s\n", (unsigned long long)j.bytes,
+               plural(j.bytes), (unsigned long long)j.chunks, plural(j.chunks), j.label);
+    }
+    free(j.buf);
+    if (!is_stdin)
+        close(j.fd);
+    return st;
+}
+
+typedef struct download_job {
+    const char *store, *key;
+    bool from_given; /* --from-chunk */
+    uint64_t from;
+    sop_stream_entry entry; /* the value's chunks and bytes (sop_stream_stat) */
+    uint64_t bytes;         /* written */
+    uint64_t index;         /* of the chunk being read */
+    uint64_t written;       /* index of the chunk last written */
+    char what[LABEL_CAP];   /* download "KEY" from STORE */
+    char label[LABEL_CAP];  /* STORE/KEY */
+    progress progress;
+} download_job;
+
+/* Writes all of p[0..n) to fd, through short writes and signals. Returns 0
+ * or an errno (EPIPE: the reader went away; SIGPIPE is ignored). */
+static int write_all(int fd, const void *p, size_t n)
+{
+    const char *b = p;
+    while (n > 0) {
+        ssize_t w = write(fd, b, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static void download_progress(download_job *j, bool last)
+{
+    if (!j->from_given) {
+        transfer_progress(&j->progress, "downloading", j->label, j->bytes, j->entry.bytes, NULL,
+                          last);
+        return;
+    }
+    /* from a chunk on, the bytes to come are not known: show the chunks */
+    char extra[96];
+    snprintf(extra, sizeof(extra), "chunk %llu of %llu-%llu", (unsigned long long)j->written,
+             (unsigned long long)j->entry.first_chunk, (unsigned long long)j->entry.last_chunk);
+    transfer_progress(&j->progress, "downloading", j->label, j->bytes, UINT64_MAX, extra, last);
+}
+
+/* Positions st on the first chunk to write; a missing key or chunk is
+ * SOP_NOTFOUND with a message saying which. */
+static sop_rc download_position(session *s, download_job *j, sop_stream *st)
+{
+    size_t klen = strlen(j->key);
+    sop_rc rc = sop_stream_stat(st, j->key, klen, &j->entry, &s->err);
+    if (rc == SOP_NOTFOUND) {
+        snprintf(s->err.msg, sizeof(s->err.msg), "no such key");
+        return blame(s, rc, "%s", j->what);
+    }
+    if (rc != SOP_OK)
+        return blame(s, rc, "%s", j->what);
+    if (!j->from_given)
+        rc = sop_stream_find(st, j->key, klen, &s->err);
+    else
+        rc = sop_stream_find_chunk(st, j->key, klen, j->from, &s->err);
+    if (rc == SOP_NOTFOUND && j->from_given) {
+        const sop_stream_entry *e = &j->entry;
+        snprintf(s->err.msg, sizeof(s->err.msg),
+                 "no chunk %llu (the value has %llu chunk%s, %llu-%llu)",
+                 (unsigned long long)j->from, (unsigned long long)e->chunks, plural(e->chunks),
+                 (unsigned long long)e->first_chunk, (unsigned long long)e->last_chunk);
+        return blame(s, rc, "%s", j->what);
+    }
+    if (rc != SOP_OK)
+        return blame(s, rc, "%s", j->what);
+    return SOP_OK;
+}
+
+#define CHANGED_UNDER_DOWNLOAD                                                                     \
+    "the value changed while it was being written: the output is not consistent (download it "     \
+    "again)"
+
+static sop_rc download_body(session *s, sop_txn *t, void *arg)
+{
+    download_job *j = arg;
+    j->bytes = 0;
+    sop_stream *st;
+    sop_rc rc = open_stream(s, t, j->store, &st);
+    if (rc != SOP_OK)
+        return rc;
+    sop_stream_reader *r = NULL;
+    rc = download_position(s, j, st);
+    j->index = j->from_given ? j->from : j->entry.first_chunk;
+    if (rc == SOP_OK) {
+        rc = sop_stream_reader_open(st, &r, &s->err);
+        if (rc != SOP_OK)
+            blame(s, rc, "%s", j->what);
+    }
+    while (rc == SOP_OK) {
+        const void *data;
+        size_t len;
+        rc = sop_stream_read_chunk(r, &data, &len, &j->index, &s->err);
+        if (rc == SOP_NOTFOUND) { /* the end of the value */
+            sop_err_clear(&s->err);
+            rc = SOP_OK;
+            break;
+        }
+        if (rc == SOP_CONFLICT && s->printed) { /* a later chunk changed: say what it means */
+            snprintf(s->err.msg, sizeof(s->err.msg), "%s", CHANGED_UNDER_DOWNLOAD);
+            blame(s, rc, "%s", j->what);
+            break;
+        }
+        if (rc != SOP_OK) {
+            blame(s, rc, "%s: read chunk %llu", j->what, (unsigned long long)j->index);
+            break;
+        }
+        s->printed = true; /* stdout has (part of) the value: no retry */
+        int e = write_all(STDOUT_FILENO, data, len);
+        if (e != 0) {
+            snprintf(s->err.msg, sizeof(s->err.msg), "%s%s", strerror(e),
+                     e == EPIPE ? " (the reader of the output went away)" : "");
+            rc = blame(s, SOP_IO, "%s: write to standard output", j->what);
+            break;
+        }
+        j->bytes += len;
+        j->written = j->index++; /* the next one, unless chunks were removed (gaps) */
+        download_progress(j, false);
+    }
+    sop_stream_reader_close(r);
+    sop_stream_close(st);
+    return rc;
+}
+
+static int run_download(const command *cmd, const args *a)
+{
+    download_job j = {.store = a->pos[1], .key = a->pos[2]};
+    int st = number_option(cmd, a, OPT_FROM_CHUNK, 0, INT64_MAX, &j.from);
+    if (st != ST_OK)
+        return st;
+    j.from_given = a->opt[OPT_FROM_CHUNK] != NULL;
+    if (j.key[0] == '\0')
+        return usage_error(cmd, "KEY must be at least one byte");
+    char q[QUOTED_CAP];
+    snprintf(j.what, sizeof(j.what), "download %s from %s",
+             quote(q, sizeof(q), j.key, strlen(j.key)), j.store);
+    snprintf(j.label, sizeof(j.label), "%s/%s", j.store,
+             quote_as(q, sizeof(q), j.key, strlen(j.key), false));
+    signal(SIGPIPE, SIG_IGN); /* a reader gone is EPIPE, and one error line */
+    session s;
+    st = session_open(&s, a->pos[0]);
+    if (st != ST_OK)
+        return st;
+    st = streaming_store_check(&s, j.what, j.store, false);
+    if (st == ST_OK) {
+        s.txn_max_ms = LONG_TXN_MS;
+        s.late_what = j.what;
+        s.late_conflict = CHANGED_UNDER_DOWNLOAD;
+        progress_start(&j.progress);
+        st = session_txn(&s, SOP_TXN_READ, download_body, &j);
+    }
+    session_close(&s);
+    if (st == ST_OK)
+        download_progress(&j, true);
+    return st;
+}
+
+typedef struct ls_job {
+    session *s;
+    const char *store;
+    int write_errno;
+} ls_job;
+
+/* KEY TAB CHUNKS TAB BYTES; the key raw, as 'sop scan' writes keys. */
+static bool ls_line(void *ctx, const sop_stream_entry *e)
+{
+    ls_job *j = ctx;
+    j->s->printed = true;
+    fwrite(e->key, 1, e->key_len, stdout);
+    printf("\t%llu\t%llu\n", (unsigned long long)e->chunks, (unsigned long long)e->bytes);
+    if (ferror(stdout)) {
+        j->write_errno = errno ? errno : EIO;
+        return false;
+    }
+    return true;
+}
+
+static sop_rc ls_body(session *s, sop_txn *t, void *arg)
+{
+    ls_job *j = arg;
+    sop_stream *st;
+    sop_rc rc = open_stream(s, t, j->store, &st);
+    if (rc != SOP_OK)
+        return rc;
+    rc = sop_stream_list(st, NULL, 0, ls_line, j, &s->err);
+    sop_stream_close(st);
+    if (j->write_errno != 0) {
+        snprintf(s->err.msg, sizeof(s->err.msg), "%s", strerror(j->write_errno));
+        return blame(s, SOP_IO, "write the keys of %s to standard output", j->store);
+    }
+    if (rc != SOP_OK)
+        return blame(s, rc, "list streaming store %s", j->store);
+    return SOP_OK;
+}
+
+static int run_ls(const command *cmd, const args *a)
+{
+    (void)cmd;
+    ls_job j = {.store = a->pos[1]};
+    session s;
+    int st = session_open(&s, a->pos[0]);
+    if (st != ST_OK)
+        return st;
+    j.s = &s;
+    char what[LABEL_CAP];
+    snprintf(what, sizeof(what), "ls %s", j.store);
+    st = streaming_store_check(&s, what, j.store, false);
+    if (st == ST_OK) {
+        s.txn_max_ms = LONG_TXN_MS; /* a store of many keys */
+        st = session_txn(&s, SOP_TXN_READ, ls_body, &j);
     }
     session_close(&s);
     return st;
