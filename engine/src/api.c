@@ -213,10 +213,29 @@ static sop_rc note_add(sop_btree *bt, sop__cursor *c, sop_rc rc, const void *key
     return rc;
 }
 
+/* A streaming store's keys are (text, int >= 0) tuples (docs/streaming.md):
+ * anything else would break every listing of the store. */
+static sop_rc check_stream_key(const sop_btree *bt, const void *key, size_t klen, sop_err *err)
+{
+    sop_tuple_reader r;
+    sop_tuple_value a, b;
+    sop_tuple_reader_init(&r, key, klen);
+    if (sop_tuple_next(&r, &a, NULL) == SOP_OK && a.type == SOP_TUPLE_TEXT && a.len > 0 &&
+        sop_tuple_next(&r, &b, NULL) == SOP_OK && b.type == SOP_TUPLE_INT && b.i >= 0 &&
+        r.pos == r.len)
+        return SOP_OK;
+    return sop__err_set(err, SOP_INVALID, 0,
+                        "store %s is a streaming store: its keys are (text key, chunk index) "
+                        "tuples (use sop_stream_*)",
+                        bt->ts->info.name);
+}
+
 static sop_rc do_add(sop_btree *bt, sop__cursor *c, const void *key, size_t klen, const void *val,
                      size_t vlen, unsigned mode, sop_err *err)
 {
     SOP__TRY(may_write(bt, err));
+    if (bt->ts && bt->ts->info.streaming)
+        SOP__TRY(check_stream_key(bt, key, klen, err));
     if (bt->ts == NULL)
         return tree_rc(
             bt, sop__cursor_add(c, key, (uint32_t)klen, val, (uint32_t)vlen, NULL, mode, err));

@@ -488,6 +488,20 @@ TEST(bad_arguments_and_non_streaming_stores)
     CHECK_RC(sop_stream_add_chunk(NULL, "k", 1, 0, "x", 1, &err), SOP_INVALID, &err);
     CHECK_RC(sop_stream_add_chunk(s, "k", 1, 0, NULL, 1, &err), SOP_INVALID, &err);
     CHECK_OK(sop_stream_add_chunk(s, "k", 1, 0, "x", 1, &err), &err);
+    /* the tree-level calls keep the store's keys (text, chunk) tuples */
+    sop_btree *sbt = sop_stream_btree(s);
+    CHECK_RC(sop_btree_upsert(sbt, "rawkey", 6, "v", 1, NULL, &err), SOP_INVALID, &err);
+    uint8_t tk[32];
+    sop_tuple_writer tw;
+    sop_tuple_writer_init(&tw, tk, sizeof(tk));
+    sop_tuple_put_text(&tw, "k", 1);
+    sop_tuple_put_int(&tw, -1);
+    CHECK_RC(sop_btree_add(sbt, tk, tw.len, "v", 1, NULL, &err), SOP_INVALID, &err);
+    sop_tuple_writer_init(&tw, tk, sizeof(tk));
+    sop_tuple_put_text(&tw, "k", 1);
+    sop_tuple_put_int(&tw, 1);
+    CHECK_OK(sop_btree_add(sbt, tk, tw.len, "v", 1, NULL, &err), &err); /* = add_chunk */
+    expect_stat(s, "k", 2, 2);
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_stream_close(s);
     sop_txn_free(t);
@@ -512,7 +526,7 @@ TEST(bad_arguments_and_non_streaming_stores)
     db = open_db(dir);
     CHECK_OK(sop_txn_begin(db, SOP_TXN_READ, 0, &t, &err), &err);
     CHECK_OK(sop_stream_open(t, "v", &s, &err), &err);
-    expect_stat(s, "k", 1, 1);
+    expect_stat(s, "k", 2, 2);
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_stream_close(s);
     sop_txn_free(t);
