@@ -13,8 +13,8 @@
  *
  * Invariants:
  *  1. A writer or reader never holds more than one chunk: writes go
- *     straight to the tree (and from there to a blob), a reader copies the
- *     chunk it serves and lets the store drop its own copy.
+ *     straight to the tree (and from there to a blob), a reader takes over
+ *     the buffer the chunk was read into (sop__txstore_value_take).
  *  2. A writer holds its transaction (sop__txn_hold) from open to close:
  *     an update's value is complete only once close removed the old
  *     chunks past the last one written.
@@ -55,7 +55,8 @@ struct sop_stream_reader {
     bool started, done;
     uint64_t index; /* of the chunk in buf */
     uint8_t *buf;   /* the current chunk */
-    size_t cap, len, off;
+    size_t len, off;
+    sop_rc failed; /* a load failed: the position is lost, reads refuse */
     struct sop_stream_reader *link;
 };
 
@@ -457,7 +458,7 @@ sop_rc sop_stream_reader_open(sop_stream *s, sop_stream_reader **out, sop_err *e
 }
 
 /* Loads the next chunk into r->buf; r->done at the end of the value. */
-static sop_rc load_next(sop_stream_reader *r, sop_err *err)
+static sop_rc load_chunk(sop_stream_reader *r, sop_err *err)
 {
     sop_rc rc;
     if (!r->started) {
@@ -478,21 +479,40 @@ static sop_rc load_next(sop_stream_reader *r, sop_err *err)
     }
     SOP__TRY(rc);
     SOP__TRY(parse_index(r->s, &it, r->k.plen, &r->index, err));
+    /* the chunk served before is done with: free it before reading the
+     * next, so at most one chunk is held */
+    sop__free(r->buf);
+    r->buf = NULL;
+    r->len = r->off = 0;
     SOP__TRY(sop_cursor_item(r->cur, &it, err));
-    if (it.value_len > r->cap) {
-        uint8_t *b = sop__realloc(r->buf, it.value_len);
-        if (b == NULL)
-            return sop__err_set(err, SOP_NOMEM, 0, "stream: no memory for a %zu-byte chunk",
-                                it.value_len);
-        r->buf = b;
-        r->cap = it.value_len;
+    r->len = it.value_len;
+    r->off = 0;
+    uint8_t *own = sop__txstore_value_take(r->s->bt->ts, it.value);
+    if (own != NULL) { /* the chunk as read from its blob: keep it, no copy */
+        r->buf = own;
+        return SOP_OK;
+    }
+    r->buf = sop__malloc(it.value_len ? it.value_len : 1);
+    if (r->buf == NULL) {
+        r->len = 0;
+        return sop__err_set(err, SOP_NOMEM, 0, "stream: no memory for a %zu-byte chunk",
+                            it.value_len);
     }
     if (it.value_len)
         memcpy(r->buf, it.value, it.value_len);
-    r->len = it.value_len;
-    r->off = 0;
-    sop__txstore_value_release(r->s->bt->ts); /* one copy of the chunk is enough */
     return SOP_OK;
+}
+
+static sop_rc load_next(sop_stream_reader *r, sop_err *err)
+{
+    if (r->failed != SOP_OK)
+        return sop__err_set(err, r->failed, 0,
+                            "stream: this reader failed earlier (%s); open a new one",
+                            sop_rc_name(r->failed));
+    sop_rc rc = load_chunk(r, err);
+    if (rc != SOP_OK)
+        r->failed = rc;
+    return rc;
 }
 
 sop_rc sop_stream_read_chunk(sop_stream_reader *r, const void **data, size_t *len, uint64_t *index,

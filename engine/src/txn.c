@@ -776,10 +776,13 @@ found:
     return SOP_OK;
 }
 
-void sop__txstore_value_release(sop__txstore *ts)
+void *sop__txstore_value_take(sop__txstore *ts, const void *val)
 {
-    sop__free(ts->vbuf);
+    if (val == NULL || val != ts->vbuf)
+        return NULL;
+    void *p = ts->vbuf;
     ts->vbuf = NULL;
+    return p;
 }
 
 sop_rc sop__txstore_value_drop(sop__txstore *ts, const uint8_t *ref, size_t reflen, sop_err *err)

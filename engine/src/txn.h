@@ -288,8 +288,10 @@ sop_rc sop__txn_check_active(const sop_txn *t, sop_err *err);
 /* An open stream writer (+1 when opened, -1 when closed): phase 1 and
  * prepare refuse while any is open. */
 void sop__txn_hold(sop_txn *t, int delta);
-/* Frees the buffer of the last value read from a blob (sop__txstore_value_get). */
-void sop__txstore_value_release(sop__txstore *ts);
+/* Hands the caller the buffer of the last value read from a blob, when
+ * `val` (from sop__txstore_value_get) is that buffer: the caller frees it
+ * with sop__free. NULL when the value lives elsewhere (a pending value). */
+void *sop__txstore_value_take(sop__txstore *ts, const void *val);
 
 /* Parses a value reference: blob ID, length, CRC-32C (SOP_CORRUPT if it is
  * not one). */

@@ -6,6 +6,7 @@
  * upload leaving no chunk blob; three processes uploading, downloading and
  * updating at once.
  */
+#include <ftw.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -198,6 +199,61 @@ TEST(a_partly_read_chunk_continues_where_it_stopped)
     CHECK(n == 1000 && memcmp(p, want, n) == 0);
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_stream_close(s); /* closes the reader too */
+    sop_txn_free(t);
+    sop_db_close(db);
+}
+
+static off_t unlink_size;
+static int unlinked;
+
+static int unlink_if_size(const char *path, const struct stat *st, int type, struct FTW *f)
+{
+    (void)f;
+    if (type == FTW_F && st->st_size == unlink_size && unlink(path) == 0)
+        unlinked++;
+    return 0;
+}
+
+TEST(a_reader_that_failed_does_not_skip_the_chunk)
+{
+    const char *dir = fresh_db();
+    sop_db *db = open_db(dir);
+    sop_txn *t;
+    CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
+    sop_stream *s = create_stream(t, "v", 4);
+    uint8_t c[1003];
+    for (uint64_t i = 0; i < 3; i++) {
+        fill(c, 30, 0, sizeof(c));
+        CHECK_OK(sop_stream_add_chunk(s, "k", 1, i, c, 1001 + (size_t)i, &err), &err);
+    }
+    CHECK_OK(sop_txn_commit(t, &err), &err);
+    sop_stream_close(s);
+    sop_txn_free(t);
+    /* chunk 1's blob (the only 1002-byte file) disappears */
+    unlink_size = 1002;
+    unlinked = 0;
+    CHECK(nftw(dir, unlink_if_size, 16, FTW_PHYS) == 0);
+    CHECK_EQ(unlinked, 1);
+
+    CHECK_OK(sop_txn_begin(db, SOP_TXN_NOCHECK, 0, &t, &err), &err);
+    CHECK_OK(sop_stream_open(t, "v", &s, &err), &err);
+    CHECK_OK(sop_stream_find(s, "k", 1, &err), &err);
+    sop_stream_reader *r;
+    CHECK_OK(sop_stream_reader_open(s, &r, &err), &err);
+    const void *p;
+    size_t n;
+    uint64_t index;
+    CHECK_OK(sop_stream_read_chunk(r, &p, &n, &index, &err), &err);
+    CHECK(index == 0 && n == 1001);
+    sop_rc rc = sop_stream_read_chunk(r, &p, &n, &index, &err);
+    CHECK_MSG(rc != SOP_OK && rc != SOP_NOTFOUND, "reading a lost chunk: %s", sop_rc_name(rc));
+    /* again: the same failure, never chunk 2 as if chunk 1 were not there */
+    CHECK_RC(sop_stream_read_chunk(r, &p, &n, &index, &err), rc, &err);
+    CHECK(strstr(err.msg, "failed earlier") != NULL);
+    size_t got;
+    CHECK_RC(sop_stream_read(r, c, sizeof(c), &got, &err), rc, &err);
+    sop_stream_reader_close(r);
+    sop_stream_close(s);
     sop_txn_free(t);
     sop_db_close(db);
 }
