@@ -583,8 +583,10 @@ SOP_API sop_rc sop_db_store_info(sop_db *db, const char *name, sop_store_info *o
  * least one chunk. Everything happens in the transaction the stream was
  * opened in: a rolled-back (or killed) upload leaves nothing behind.
  *
- * Keys are 1.. bytes (their encoding, with the chunk index, must fit
- * SOP_KEY_MAX: SOP_LIMIT otherwise); chunks are 0..SOP_VALUE_SEPARATE_MAX
+ * Keys are at least one byte, any bytes (their encoding plus 9 bytes for
+ * the chunk index must fit SOP_KEY_MAX: SOP_LIMIT otherwise). The tree-level
+ * calls on a streaming store's tree accept only such (text, chunk) keys
+ * (SOP_INVALID otherwise). Chunks are 0..SOP_VALUE_SEPARATE_MAX
  * bytes; chunk indexes are 0..INT64_MAX. A chunk's size is the size of the
  * write that made it. Memory use is bounded by the chunk size: a writer
  * holds no chunk after its write returns, a reader holds one chunk.

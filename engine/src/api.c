@@ -619,6 +619,8 @@ sop_rc sop_cursor_update_key(sop_cursor *c, const void *key, size_t key_len, sop
     CURSOR_CHECK(c);
     SOP__TRY(check_kv(key, key_len, NULL, 0, false, 0, err));
     SOP__TRY(may_write(tree_of(c), err));
+    if (tree_of(c)->ts && tree_of(c)->ts->info.streaming) /* carried fields would break it */
+        SOP__TRY(check_stream_key(tree_of(c), key, key_len, err));
     seen s;
     seen_take(tree_of(c), c, &s);
     sop_rc rc = sop__cursor_update_key(c, key, (uint32_t)key_len, err);
