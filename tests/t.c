@@ -107,6 +107,33 @@ const char *t_tmpdir(void)
     return tmpdir;
 }
 
+const char *t_db_fresh(void)
+{
+    static char dir[4096];
+    static int n;
+    sop_err err = {0};
+    snprintf(dir, sizeof(dir), "%s/db%d", t_tmpdir(), n++);
+    CHECK_OK(sop_db_init(dir, NULL, &err), &err);
+    return dir;
+}
+
+sop_db *t_db_open(const char *dir)
+{
+    sop_err err = {0};
+    sop_db *db = NULL;
+    CHECK_OK(sop_db_open(dir, NULL, &db, &err), &err);
+    return db;
+}
+
+uint64_t t_db_check_clean(sop_db *db)
+{
+    sop_err err = {0};
+    sop_check_report rep;
+    CHECK_OK(sop_db_check(db, NULL, NULL, &rep, &err), &err);
+    CHECK_EQ(rep.problems, 0);
+    return rep.blobs;
+}
+
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st, (void)flag, (void)ftw;

@@ -38,6 +38,13 @@ const char *t_errmsg(const sop_err *err);
 bool t_long(void);
 /* A fresh empty directory under $TMPDIR for this test; removed if it passes. */
 const char *t_tmpdir(void);
+/* Database helpers for tests: a new database folder (default options) under
+ * t_tmpdir(), in a static buffer the next call reuses; sop_db_open with
+ * default options; sop_db_check finding no problem (returns the blob files
+ * it saw). Each fails the current test on error. */
+const char *t_db_fresh(void);
+sop_db *t_db_open(const char *dir);
+uint64_t t_db_check_clean(sop_db *db);
 
 /* xoshiro256** - a small, fast, seedable PRNG for tests. */
 typedef struct t_rng {

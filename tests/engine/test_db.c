@@ -11,29 +11,6 @@
 
 static sop_err err;
 
-static sop_db *open_db(const char *dir)
-{
-    sop_db *db = NULL;
-    CHECK_OK(sop_db_open(dir, NULL, &db, &err), &err);
-    return db;
-}
-
-static const char *fresh_db(void)
-{
-    static char dir[4096];
-    static int n;
-    snprintf(dir, sizeof(dir), "%s/db%d", t_tmpdir(), n++);
-    CHECK_OK(sop_db_init(dir, NULL, &err), &err);
-    return dir;
-}
-
-static void check_clean(sop_db *db)
-{
-    sop_check_report rep;
-    CHECK_OK(sop_db_check(db, NULL, NULL, &rep, &err), &err);
-    CHECK_EQ(rep.problems, 0);
-}
-
 static sop_btree *create(sop_txn *t, const char *name, uint32_t slot, bool unique,
                          sop_value_placement vp)
 {
@@ -71,7 +48,7 @@ static void expect_value(sop_btree *bt, int i, const char *tag)
 
 TEST(init_is_idempotent_and_hash_mod_is_fixed)
 {
-    const char *dir = fresh_db();
+    const char *dir = t_db_fresh();
     CHECK_OK(sop_db_init(dir, NULL, &err), &err);
     sop_db_options o;
     sop_db_options_init(&o);
@@ -85,15 +62,15 @@ TEST(init_is_idempotent_and_hash_mod_is_fixed)
     sop_db *db;
     snprintf(other, sizeof(other), "%s/nothing-here", t_tmpdir());
     CHECK_RC(sop_db_open(other, NULL, &db, &err), SOP_NOTFOUND, &err);
-    db = open_db(dir);
+    db = t_db_open(dir);
     CHECK_EQ(sop_db_hash_mod(db), 250);
     sop_db_close(db);
 }
 
 TEST(every_placement_persists_across_reopen)
 {
-    const char *dir = fresh_db();
-    sop_db *db = open_db(dir);
+    const char *dir = t_db_fresh();
+    sop_db *db = t_db_open(dir);
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     put_n(create(t, "innode", 8, true, SOP_VALUES_IN_NODE), 0, 500, "a");
@@ -101,10 +78,10 @@ TEST(every_placement_persists_across_reopen)
     put_n(create(t, "active", 8, true, SOP_VALUES_ACTIVE), 0, 200, "a");
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_txn_free(t);
-    check_clean(db);
+    t_db_check_clean(db);
     sop_db_close(db);
 
-    db = open_db(dir);
+    db = t_db_open(dir);
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     const char *names[] = {"innode", "separate", "active"};
     for (int s = 0; s < 3; s++) {
@@ -125,10 +102,10 @@ TEST(every_placement_persists_across_reopen)
     }
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_txn_free(t);
-    check_clean(db); /* replaced and removed values left no orphan */
+    t_db_check_clean(db); /* replaced and removed values left no orphan */
     sop_db_close(db);
 
-    db = open_db(dir);
+    db = t_db_open(dir);
     CHECK_OK(sop_txn_begin(db, SOP_TXN_READ, 0, &t, &err), &err);
     for (int s = 0; s < 3; s++) {
         sop_btree *bt;
@@ -154,8 +131,8 @@ TEST(every_placement_persists_across_reopen)
 
 TEST(store_creation_and_drop_are_transactional)
 {
-    const char *dir = fresh_db();
-    sop_db *db = open_db(dir);
+    const char *dir = t_db_fresh();
+    sop_db *db = t_db_open(dir);
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     put_n(create(t, "gone", 4, true, SOP_VALUES_ACTIVE), 0, 50, "x");
@@ -163,7 +140,7 @@ TEST(store_creation_and_drop_are_transactional)
     sop_txn_free(t);
     sop_store_info info;
     CHECK_RC(sop_db_store_info(db, "gone", &info, &err), SOP_NOTFOUND, &err);
-    check_clean(db);
+    t_db_check_clean(db);
 
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     create(t, "kept", 4, true, SOP_VALUES_IN_NODE);
@@ -188,14 +165,14 @@ TEST(store_creation_and_drop_are_transactional)
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_txn_free(t);
     CHECK_RC(sop_db_store_info(db, "kept", &info, &err), SOP_NOTFOUND, &err);
-    check_clean(db);
+    t_db_check_clean(db);
     sop_db_close(db);
 }
 
 TEST(read_only_transactions_refuse_writes)
 {
-    const char *dir = fresh_db();
-    sop_db *db = open_db(dir);
+    const char *dir = t_db_fresh();
+    sop_db *db = t_db_open(dir);
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     put_n(create(t, "s", 4, true, SOP_VALUES_IN_NODE), 0, 10, "a");
@@ -216,8 +193,8 @@ TEST(read_only_transactions_refuse_writes)
 
 TEST(conflicting_writers_one_wins_disjoint_both_commit)
 {
-    const char *dir = fresh_db();
-    sop_db *a = open_db(dir), *b = open_db(dir);
+    const char *dir = t_db_fresh();
+    sop_db *a = t_db_open(dir), *b = t_db_open(dir);
     sop_txn *t, *u;
     CHECK_OK(sop_txn_begin(a, SOP_TXN_WRITE, 0, &t, &err), &err);
     put_n(create(t, "s1", 4, true, SOP_VALUES_IN_NODE), 0, 100, "a");
@@ -268,7 +245,7 @@ TEST(conflicting_writers_one_wins_disjoint_both_commit)
     expect_value(x, 7, "u3");
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_txn_free(t);
-    check_clean(a);
+    t_db_check_clean(a);
     sop_db_close(a);
     sop_db_close(b);
 }
@@ -282,8 +259,8 @@ static void count_prepared(void *ctx, const sop_prepared_info *info)
 
 TEST(prepared_transactions_are_decided_by_id_from_another_handle)
 {
-    const char *dir = fresh_db();
-    sop_db *a = open_db(dir), *b = open_db(dir);
+    const char *dir = t_db_fresh();
+    sop_db *a = t_db_open(dir), *b = t_db_open(dir);
     sop_txn *t, *u;
     CHECK_OK(sop_txn_begin(a, SOP_TXN_WRITE, 0, &t, &err), &err);
     put_n(create(t, "s", 4, true, SOP_VALUES_ACTIVE), 0, 50, "a");
@@ -313,7 +290,7 @@ TEST(prepared_transactions_are_decided_by_id_from_another_handle)
         sop_txn_free(u);
         /* survives a close and reopen of the preparing handle */
         sop_db_close(a);
-        a = open_db(dir);
+        a = t_db_open(dir);
         n = 0;
         CHECK_OK(sop_db_list_prepared(a, count_prepared, &n, &err), &err);
         CHECK_EQ(n, 1);
@@ -330,7 +307,7 @@ TEST(prepared_transactions_are_decided_by_id_from_another_handle)
         expect_value(x, 3, "p"); /* round 1's rollback left round 0's value */
         CHECK_OK(sop_txn_commit(t, &err), &err);
         sop_txn_free(t);
-        check_clean(a); /* no orphaned early-written values either way */
+        t_db_check_clean(a); /* no orphaned early-written values either way */
     }
     sop_db_close(a);
     sop_db_close(b);
@@ -357,8 +334,8 @@ static void del_n(sop_btree *bt, int from, int to)
  * and a store it creates or drops is claimed by name. */
 TEST(prepared_transactions_commit_after_others_in_the_same_store)
 {
-    const char *dir = fresh_db();
-    sop_db *a = open_db(dir), *b = open_db(dir);
+    const char *dir = t_db_fresh();
+    sop_db *a = t_db_open(dir), *b = t_db_open(dir);
     sop_txn *t, *u;
     sop_btree *x, *y;
     CHECK_OK(sop_txn_begin(a, SOP_TXN_WRITE, 0, &t, &err), &err);
@@ -393,7 +370,7 @@ TEST(prepared_transactions_commit_after_others_in_the_same_store)
     expect_value(x, 4, "b");
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_txn_free(t);
-    check_clean(a); /* the count equals the items */
+    t_db_check_clean(a); /* the count equals the items */
 
     /* a prepared create claims the name; a prepared drop the store */
     CHECK_OK(sop_txn_begin(a, SOP_TXN_WRITE, 0, &t, &err), &err);
@@ -415,14 +392,14 @@ TEST(prepared_transactions_commit_after_others_in_the_same_store)
     CHECK_RC(sop_store_open(u, "gone", &y, &err), SOP_NOTFOUND, &err);
     CHECK_OK(sop_store_open(u, "new", &y, &err), &err);
     sop_txn_free(u);
-    check_clean(b);
+    t_db_check_clean(b);
     sop_db_close(a);
     sop_db_close(b);
 }
 
 TEST(large_transaction_then_many_small_ones_with_checkpoints)
 {
-    const char *dir = fresh_db();
+    const char *dir = t_db_fresh();
     sop_db_options o;
     sop_db_options_init(&o);
     o.checkpoint_bytes = 64 * 1024; /* checkpoint often */
@@ -443,9 +420,9 @@ TEST(large_transaction_then_many_small_ones_with_checkpoints)
         CHECK_OK(sop_txn_commit(t, &err), &err);
         sop_txn_free(t);
     }
-    check_clean(db);
+    t_db_check_clean(db);
     sop_db_close(db);
-    db = open_db(dir);
+    db = t_db_open(dir);
     sop_store_info info;
     CHECK_OK(sop_db_store_info(db, "s", &info, &err), &err);
     CHECK_EQ(info.count, 20200);
@@ -454,8 +431,8 @@ TEST(large_transaction_then_many_small_ones_with_checkpoints)
 
 TEST(store_options_are_kept_with_the_store)
 {
-    const char *dir = fresh_db();
-    sop_db *db = open_db(dir);
+    const char *dir = t_db_fresh();
+    sop_db *db = t_db_open(dir);
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     sop_store_options o;
@@ -478,7 +455,7 @@ TEST(store_options_are_kept_with_the_store)
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_txn_free(t);
     sop_db_close(db);
-    db = open_db(dir);
+    db = t_db_open(dir);
     sop_store_info info;
     CHECK_OK(sop_db_store_info(db, "orders", &info, &err), &err);
     CHECK_EQ(info.options.slot_length, 64);

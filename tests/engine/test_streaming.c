@@ -12,34 +12,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "t.h"
 
 static sop_err err;
-
-static const char *fresh_db(void)
-{
-    static char dir[4096];
-    static int n;
-    snprintf(dir, sizeof(dir), "%s/db%d", t_tmpdir(), n++);
-    CHECK_OK(sop_db_init(dir, NULL, &err), &err);
-    return dir;
-}
-
-static sop_db *open_db(const char *dir)
-{
-    sop_db *db = NULL;
-    CHECK_OK(sop_db_open(dir, NULL, &db, &err), &err);
-    return db;
-}
-
-/* The database is clean; returns the number of blob files it holds. */
-static uint64_t check_clean(sop_db *db)
-{
-    sop_check_report rep;
-    CHECK_OK(sop_db_check(db, NULL, NULL, &rep, &err), &err);
-    CHECK_EQ(rep.problems, 0);
-    return rep.blobs;
-}
 
 /* Byte `off` of value `seed`: every value and offset differ. */
 static uint8_t pat(uint32_t seed, uint64_t off)
@@ -136,7 +112,7 @@ static void expect_stat(sop_stream *s, const char *key, uint64_t chunks, uint64_
 
 TEST(a_value_reads_back_with_any_buffer_size)
 {
-    sop_db *db = open_db(fresh_db());
+    sop_db *db = t_db_open(t_db_fresh());
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     sop_stream *s = create_stream(t, "videos", 4); /* small nodes: chunks span many */
@@ -156,13 +132,13 @@ TEST(a_value_reads_back_with_any_buffer_size)
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_stream_close(s);
     sop_txn_free(t);
-    check_clean(db);
+    t_db_check_clean(db);
     sop_db_close(db);
 }
 
 TEST(a_partly_read_chunk_continues_where_it_stopped)
 {
-    sop_db *db = open_db(fresh_db());
+    sop_db *db = t_db_open(t_db_fresh());
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     sop_stream *s = create_stream(t, "v", 8);
@@ -216,8 +192,8 @@ static int unlink_if_size(const char *path, const struct stat *st, int type, str
 
 TEST(a_reader_that_failed_does_not_skip_the_chunk)
 {
-    const char *dir = fresh_db();
-    sop_db *db = open_db(dir);
+    const char *dir = t_db_fresh();
+    sop_db *db = t_db_open(dir);
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     sop_stream *s = create_stream(t, "v", 4);
@@ -260,7 +236,7 @@ TEST(a_reader_that_failed_does_not_skip_the_chunk)
 
 TEST(download_from_chunk_n_is_the_tail)
 {
-    sop_db *db = open_db(fresh_db());
+    sop_db *db = t_db_open(t_db_fresh());
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     sop_stream *s = create_stream(t, "v", 4);
@@ -291,7 +267,7 @@ TEST(download_from_chunk_n_is_the_tail)
 
 TEST(update_chunk_changes_exactly_that_range)
 {
-    sop_db *db = open_db(fresh_db());
+    sop_db *db = t_db_open(t_db_fresh());
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     sop_stream *s = create_stream(t, "v", 4);
@@ -302,7 +278,7 @@ TEST(update_chunk_changes_exactly_that_range)
     sop_stream_close(s);
     sop_txn_free(t);
 
-    uint64_t blobs = check_clean(db);
+    uint64_t blobs = t_db_check_clean(db);
     uint8_t *chunk = malloc(cs);
     CHECK(chunk != NULL);
     fill(chunk, 99, 0, cs);
@@ -313,7 +289,7 @@ TEST(update_chunk_changes_exactly_that_range)
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_stream_close(s);
     sop_txn_free(t);
-    CHECK_EQ(check_clean(db), blobs); /* the old chunk's blob went with it */
+    CHECK_EQ(t_db_check_clean(db), blobs); /* the old chunk's blob went with it */
 
     CHECK_OK(sop_txn_begin(db, SOP_TXN_READ, 0, &t, &err), &err);
     CHECK_OK(sop_stream_open(t, "v", &s, &err), &err);
@@ -344,7 +320,7 @@ TEST(update_chunk_changes_exactly_that_range)
 
 TEST(writer_modes_add_update_upsert)
 {
-    sop_db *db = open_db(fresh_db());
+    sop_db *db = t_db_open(t_db_fresh());
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     sop_stream *s = create_stream(t, "v", 6);
@@ -389,7 +365,7 @@ TEST(writer_modes_add_update_upsert)
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_stream_close(s);
     sop_txn_free(t);
-    check_clean(db);
+    t_db_check_clean(db);
 
     /* a stream closed with a writer open leaves only rollback */
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
@@ -400,13 +376,13 @@ TEST(writer_modes_add_update_upsert)
     CHECK_RC(sop_txn_commit(t, &err), SOP_POISONED, &err);
     CHECK_OK(sop_txn_rollback(t, &err), &err);
     sop_txn_free(t);
-    check_clean(db);
+    t_db_check_clean(db);
     sop_db_close(db);
 }
 
 TEST(direct_chunk_management_and_gaps)
 {
-    sop_db *db = open_db(fresh_db());
+    sop_db *db = t_db_open(t_db_fresh());
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     sop_stream *s = create_stream(t, "v", 4);
@@ -451,7 +427,7 @@ TEST(direct_chunk_management_and_gaps)
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_stream_close(s);
     sop_txn_free(t);
-    check_clean(db);
+    t_db_check_clean(db);
     sop_db_close(db);
 }
 
@@ -478,7 +454,7 @@ static bool on_entry(void *ctx, const sop_stream_entry *e)
 
 TEST(list_gives_keys_in_order_with_counts_and_sizes)
 {
-    sop_db *db = open_db(fresh_db());
+    sop_db *db = t_db_open(t_db_fresh());
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     sop_stream *s = create_stream(t, "v", 4);
@@ -517,8 +493,8 @@ TEST(list_gives_keys_in_order_with_counts_and_sizes)
 
 TEST(bad_arguments_and_non_streaming_stores)
 {
-    const char *dir = fresh_db();
-    sop_db *db = open_db(dir);
+    const char *dir = t_db_fresh();
+    sop_db *db = t_db_open(dir);
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     sop_store_options o;
@@ -557,6 +533,15 @@ TEST(bad_arguments_and_non_streaming_stores)
     sop_tuple_put_text(&tw, "k", 1);
     sop_tuple_put_int(&tw, 1);
     CHECK_OK(sop_btree_add(sbt, tk, tw.len, "v", 1, NULL, &err), &err); /* = add_chunk */
+    /* nor can a cursor add carried fields after (key, chunk) */
+    sop_cursor *cur;
+    CHECK_OK(sop_cursor_open(sbt, &cur, &err), &err);
+    CHECK_OK(sop_cursor_find(cur, tk, tw.len, &err), &err);
+    size_t klen = tw.len;
+    sop_tuple_put_int(&tw, 7);
+    CHECK(tw.len > klen);
+    CHECK_RC(sop_cursor_update_key(cur, tk, tw.len, &err), SOP_INVALID, &err);
+    sop_cursor_close(cur);
     expect_stat(s, "k", 2, 2);
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_stream_close(s);
@@ -579,7 +564,7 @@ TEST(bad_arguments_and_non_streaming_stores)
     sop_txn_free(t);
     sop_db_close(db);
     /* reopened: still a streaming store, value intact */
-    db = open_db(dir);
+    db = t_db_open(dir);
     CHECK_OK(sop_txn_begin(db, SOP_TXN_READ, 0, &t, &err), &err);
     CHECK_OK(sop_stream_open(t, "v", &s, &err), &err);
     expect_stat(s, "k", 2, 2);
@@ -591,7 +576,7 @@ TEST(bad_arguments_and_non_streaming_stores)
 
 TEST(a_rolled_back_or_prepared_then_rolled_back_upload_leaves_no_blob)
 {
-    sop_db *db = open_db(fresh_db());
+    sop_db *db = t_db_open(t_db_fresh());
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     sop_stream *s = create_stream(t, "v", 4);
@@ -599,7 +584,7 @@ TEST(a_rolled_back_or_prepared_then_rolled_back_upload_leaves_no_blob)
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_stream_close(s);
     sop_txn_free(t);
-    const uint64_t blobs = check_clean(db);
+    const uint64_t blobs = t_db_check_clean(db);
 
     for (int round = 0; round < 3; round++) {
         CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
@@ -625,7 +610,7 @@ TEST(a_rolled_back_or_prepared_then_rolled_back_upload_leaves_no_blob)
         }
         sop_stream_close(s);
         sop_txn_free(t);
-        CHECK_EQ(check_clean(db), blobs);
+        CHECK_EQ(t_db_check_clean(db), blobs);
     }
     CHECK_OK(sop_txn_begin(db, SOP_TXN_READ, 0, &t, &err), &err);
     CHECK_OK(sop_stream_open(t, "v", &s, &err), &err);
@@ -637,9 +622,63 @@ TEST(a_rolled_back_or_prepared_then_rolled_back_upload_leaves_no_blob)
     sop_db_close(db);
 }
 
+TEST(a_chunk_write_that_fails_leaves_nothing_after_rollback)
+{
+    sop_db *db = t_db_open(t_db_fresh());
+    sop_txn *t;
+    CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
+    sop_stream *s = create_stream(t, "v", 4);
+    put_value(s, "kept", SOP_STREAM_ADD, 31, 3000, 1000);
+    CHECK_OK(sop_txn_commit(t, &err), &err);
+    sop_stream_close(s);
+    sop_txn_free(t);
+    const uint64_t blobs = t_db_check_clean(db);
+
+    /* a write whose blob cannot be written fails with the I/O error */
+    CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
+    CHECK_OK(sop_stream_open(t, "v", &s, &err), &err);
+    sop_stream_writer *w;
+    CHECK_OK(sop_stream_writer_open(s, "new", 3, SOP_STREAM_ADD, &w, &err), &err);
+    CHECK_OK(sop_stream_write(w, "abc", 3, &err), &err);
+    sop__fault_reset();
+    sop__fault_io(SOP__SITE_BLOB_WRITE, 1, SOP__FAULT_EIO, false);
+    CHECK_RC(sop_stream_write(w, "def", 3, &err), SOP_IO, &err);
+    sop__fault_reset();
+    uint64_t n = 0;
+    CHECK_OK(sop_stream_writer_close(w, &n, &err), &err);
+    CHECK_EQ(n, 1); /* the failed write made no chunk */
+    CHECK_OK(sop_txn_rollback(t, &err), &err);
+    sop_stream_close(s);
+    sop_txn_free(t);
+    CHECK_EQ(t_db_check_clean(db), blobs);
+
+    /* an update whose close fails (its empty chunk cannot be written)
+     * leaves the value half replaced: the transaction is poisoned */
+    CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
+    CHECK_OK(sop_stream_open(t, "v", &s, &err), &err);
+    CHECK_OK(sop_stream_writer_open(s, "kept", 4, SOP_STREAM_UPDATE, &w, &err), &err);
+    sop__fault_io(SOP__SITE_BLOB_WRITE, 1, SOP__FAULT_EIO, false);
+    CHECK_RC(sop_stream_writer_close(w, NULL, &err), SOP_IO, &err);
+    sop__fault_reset();
+    CHECK_RC(sop_txn_commit(t, &err), SOP_POISONED, &err);
+    CHECK_OK(sop_txn_rollback(t, &err), &err);
+    sop_stream_close(s);
+    sop_txn_free(t);
+    CHECK_EQ(t_db_check_clean(db), blobs);
+
+    CHECK_OK(sop_txn_begin(db, SOP_TXN_READ, 0, &t, &err), &err);
+    CHECK_OK(sop_stream_open(t, "v", &s, &err), &err);
+    CHECK_RC(sop_stream_find(s, "new", 3, &err), SOP_NOTFOUND, &err);
+    expect_value(s, "kept", 31, 3000, 4096);
+    CHECK_OK(sop_txn_commit(t, &err), &err);
+    sop_stream_close(s);
+    sop_txn_free(t);
+    sop_db_close(db);
+}
+
 TEST(a_prepared_upload_commits_by_id)
 {
-    sop_db *db = open_db(fresh_db());
+    sop_db *db = t_db_open(t_db_fresh());
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     sop_stream *s = create_stream(t, "v", 4);
@@ -655,7 +694,7 @@ TEST(a_prepared_upload_commits_by_id)
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_stream_close(s);
     sop_txn_free(t);
-    check_clean(db);
+    t_db_check_clean(db);
     sop_db_close(db);
 }
 
@@ -664,7 +703,7 @@ TEST(a_prepared_upload_commits_by_id)
 static void upload_and_hang(const char *dir, int fd, int chunks)
 {
     t_in_child();
-    sop_db *db = open_db(dir);
+    sop_db *db = t_db_open(dir);
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     sop_stream *s;
@@ -684,8 +723,8 @@ static void upload_and_hang(const char *dir, int fd, int chunks)
 
 TEST(a_killed_upload_leaves_no_blob_after_recovery)
 {
-    const char *dir = fresh_db();
-    sop_db *db = open_db(dir);
+    const char *dir = t_db_fresh();
+    sop_db *db = t_db_open(dir);
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     sop_stream *s = create_stream(t, "v", 4);
@@ -693,7 +732,7 @@ TEST(a_killed_upload_leaves_no_blob_after_recovery)
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_stream_close(s);
     sop_txn_free(t);
-    const uint64_t blobs = check_clean(db);
+    const uint64_t blobs = t_db_check_clean(db);
     sop_db_close(db);
 
     int p[2];
@@ -716,8 +755,8 @@ TEST(a_killed_upload_leaves_no_blob_after_recovery)
     CHECK(waitpid(pid, &status, 0) == pid);
     CHECK(WIFSIGNALED(status));
 
-    db = open_db(dir); /* recovery removes the dead upload's chunks */
-    CHECK_EQ(check_clean(db), blobs);
+    db = t_db_open(dir); /* recovery removes the dead upload's chunks */
+    CHECK_EQ(t_db_check_clean(db), blobs);
     CHECK_OK(sop_txn_begin(db, SOP_TXN_READ, 0, &t, &err), &err);
     CHECK_OK(sop_stream_open(t, "v", &s, &err), &err);
     CHECK_RC(sop_stream_find(s, "dying", 5, &err), SOP_NOTFOUND, &err);
@@ -783,7 +822,7 @@ static bool update_c(sop_stream *s, void *ctx)
 static void run_child(const char *dir, int role)
 {
     t_in_child();
-    sop_db *db = open_db(dir);
+    sop_db *db = t_db_open(dir);
     for (int round = 0; round < 6; round++) {
         if (role == 0) {
             in_txn(db, SOP_TXN_WRITE, upload_a, NULL);
@@ -800,8 +839,8 @@ static void run_child(const char *dir, int role)
 
 TEST(upload_download_and_chunk_update_in_three_processes)
 {
-    const char *dir = fresh_db();
-    sop_db *db = open_db(dir);
+    const char *dir = t_db_fresh();
+    sop_db *db = t_db_open(dir);
     sop_txn *t;
     CHECK_OK(sop_txn_begin(db, SOP_TXN_WRITE, 0, &t, &err), &err);
     sop_stream *s = create_stream(t, "v", 8);
@@ -826,7 +865,7 @@ TEST(upload_download_and_chunk_update_in_three_processes)
                   role, status);
     }
 
-    db = open_db(dir);
+    db = t_db_open(dir);
     CHECK_OK(sop_txn_begin(db, SOP_TXN_READ, 0, &t, &err), &err);
     CHECK_OK(sop_stream_open(t, "v", &s, &err), &err);
     expect_value(s, "A", 20, (uint64_t)CC_CHUNKS * CC_CHUNK, 1 << 20);
@@ -851,6 +890,6 @@ TEST(upload_download_and_chunk_update_in_three_processes)
     CHECK_OK(sop_txn_commit(t, &err), &err);
     sop_stream_close(s);
     sop_txn_free(t);
-    check_clean(db);
+    t_db_check_clean(db);
     sop_db_close(db);
 }
