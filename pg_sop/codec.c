@@ -306,19 +306,18 @@ static void corrupt(PgSopShape *s, const char *what)
                      "'true'), value bytea).")));
 }
 
-void pgsop_verify_text(const char *p, size_t len, const char *store, const char *what)
+void pgsop_verify_text(const char *p, size_t len, const char *store, bool key)
 {
     int enc = GetDatabaseEncoding();
     int ok = len > (size_t)MaxAllocSize ? 0 : pg_encoding_verifymbstr(enc, p, (int)len);
     if ((size_t)ok == len)
         return;
     ereport(ERROR, (errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
-                    errmsg("store \"%s\" holds %s that is not valid %s text", store, what,
-                           GetDatabaseEncodingName()),
+                    errmsg("store \"%s\" holds %s that is not valid %s text", store,
+                           key ? "a key" : "a text value", GetDatabaseEncodingName()),
                     errdetail("Byte %d of %zu (0x%02x) is not valid.", ok + 1, len,
                               (unsigned)(unsigned char)p[ok]),
-                    strcmp(what, "a key") == 0
-                        ? errhint("Keys written outside PostgreSQL (by the C API or the sop CLI) "
+                    key ? errhint("Keys written outside PostgreSQL (by the C API or the sop CLI) "
                                   "can be any bytes; a query with a key condition still reads "
                                   "the other keys.")
                         : errhint("It was written outside PostgreSQL (by the C API or the sop "
@@ -326,17 +325,17 @@ void pgsop_verify_text(const char *p, size_t len, const char *store, const char 
 }
 
 /* A decoded TEXT element's bytes (palloc'd, NUL-terminated), checked. */
-static char *element_cstring(const sop_tuple_value *v, const char *store, const char *what)
+static char *element_cstring(const sop_tuple_value *v, const char *store, bool key)
 {
     char *s = palloc(v->len + 1);
     sop_tuple_value_copy(v, s);
     s[v->len] = '\0';
-    pgsop_verify_text(s, v->len, store, what);
+    pgsop_verify_text(s, v->len, store, key);
     return s;
 }
 
 /* The text form of a decoded element (for a column of another type). */
-static char *element_text(const sop_tuple_value *v, const char *store, const char *what)
+static char *element_text(const sop_tuple_value *v, const char *store, bool key)
 {
     switch (v->type) {
     case SOP_TUPLE_BOOL:
@@ -346,7 +345,7 @@ static char *element_text(const sop_tuple_value *v, const char *store, const cha
     case SOP_TUPLE_FLOAT8:
         return DatumGetCString(DirectFunctionCall1(float8out, Float8GetDatum(v->f)));
     case SOP_TUPLE_TEXT:
-        return element_cstring(v, store, what);
+        return element_cstring(v, store, key);
     case SOP_TUPLE_BYTEA: {
         bytea *b = palloc(VARHDRSZ + v->len);
         SET_VARSIZE(b, VARHDRSZ + v->len);
@@ -372,7 +371,7 @@ static char *element_text(const sop_tuple_value *v, const char *store, const cha
 /* A decoded element as a Datum of `type` (through its text form when the
  * column's type is not the element's). */
 static Datum element_datum(const sop_tuple_value *v, Form_pg_attribute a, const char *store,
-                           const char *what)
+                           bool key)
 {
     Oid type = a->atttypid;
     if (pgsop_tuple_kind(type) == (int)v->type) {
@@ -400,7 +399,7 @@ static Datum element_datum(const sop_tuple_value *v, Form_pg_attribute a, const 
             SET_VARSIZE(t, VARHDRSZ + v->len);
             sop_tuple_value_copy(v, VARDATA(t));
             if (type != BYTEAOID)
-                pgsop_verify_text(VARDATA(t), v->len, store, what);
+                pgsop_verify_text(VARDATA(t), v->len, store, key);
             return PointerGetDatum(t);
         }
         case UUIDOID: {
@@ -415,13 +414,23 @@ static Datum element_datum(const sop_tuple_value *v, Form_pg_attribute a, const 
             return DateADTGetDatum(v->date);
         }
     }
-    char *txt = element_text(v, store, what);
+    char *txt = element_text(v, store, key);
     if (txt == NULL)
         ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
                         errmsg("column \"%s\": an unreadable stored value", NameStr(a->attname))));
     Oid infn, ioparam;
     getTypeInputInfo(type, &infn, &ioparam);
     return OidInputFunctionCall(infn, txt, ioparam, a->atttypmod);
+}
+
+/* A bytea Datum holding n bytes of p. */
+static Datum bytes_datum(const void *p, size_t n)
+{
+    bytea *b = palloc(VARHDRSZ + n);
+    SET_VARSIZE(b, VARHDRSZ + n);
+    if (n)
+        memcpy(VARDATA(b), p, n);
+    return PointerGetDatum(b);
 }
 
 void pgsop_decode(PgSopShape *s, const void *key, size_t klen, const void *val, size_t vlen,
@@ -432,17 +441,10 @@ void pgsop_decode(PgSopShape *s, const void *key, size_t klen, const void *val, 
         isnull[i] = true;
     if (s->raw) {
         int ki = s->keyatt[0] - 1;
-        bytea *b = palloc(VARHDRSZ + klen);
-        SET_VARSIZE(b, VARHDRSZ + klen);
-        memcpy(VARDATA(b), key, klen);
-        values[ki] = PointerGetDatum(b);
+        values[ki] = bytes_datum(key, klen);
         isnull[ki] = false;
         if (s->rawval >= 0) {
-            bytea *v = palloc(VARHDRSZ + vlen);
-            SET_VARSIZE(v, VARHDRSZ + vlen);
-            if (vlen)
-                memcpy(VARDATA(v), val, vlen);
-            values[s->rawval] = PointerGetDatum(v);
+            values[s->rawval] = bytes_datum(val, vlen);
             isnull[s->rawval] = false;
         }
         return;
@@ -457,17 +459,13 @@ void pgsop_decode(PgSopShape *s, const void *key, size_t klen, const void *val, 
         int i = s->keyatt[k] - 1;
         if (tv.type == SOP_TUPLE_NULL)
             continue;
-        values[i] = element_datum(&tv, TupleDescAttr(s->desc, i), s->opts.store, "a key");
+        values[i] = element_datum(&tv, TupleDescAttr(s->desc, i), s->opts.store, true);
         isnull[i] = false;
     }
     if (s->stream) {
         /* the chunk's bytes; NULL when the scan did not read them */
         if (val != NULL) {
-            bytea *v = palloc(VARHDRSZ + vlen);
-            SET_VARSIZE(v, VARHDRSZ + vlen);
-            if (vlen)
-                memcpy(VARDATA(v), val, vlen);
-            values[s->streamval] = PointerGetDatum(v);
+            values[s->streamval] = bytes_datum(val, vlen);
             isnull[s->streamval] = false;
         }
         return;
@@ -509,8 +507,7 @@ void pgsop_decode(PgSopShape *s, const void *key, size_t klen, const void *val, 
         if (found < 0 || tv.type == SOP_TUPLE_NULL)
             continue; /* a dropped column, or NULL */
         guess = found + 1;
-        values[found] =
-            element_datum(&tv, TupleDescAttr(s->desc, found), s->opts.store, "a text value");
+        values[found] = element_datum(&tv, TupleDescAttr(s->desc, found), s->opts.store, false);
         isnull[found] = false;
     }
 }

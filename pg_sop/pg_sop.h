@@ -137,8 +137,8 @@ sop_btree *pgsop_store(PgSopShape *s, PgSopConn *c);
  * integer, chunk bytea); sets s->streamval. */
 void pgsop_check_stream_shape(PgSopShape *s);
 /* ERROR (22021) unless len bytes read from store `store` are valid text in
- * the database encoding; `what` names them in the message ("a key"). */
-void pgsop_verify_text(const char *p, size_t len, const char *store, const char *what);
+ * the database encoding; `key`: they are a key (else a text value). */
+void pgsop_verify_text(const char *p, size_t len, const char *store, bool key);
 
 /* Whether a type can be a key column, and whether its encoded order is
  * PostgreSQL's btree order (for text: only with a "C" collation). */

@@ -311,7 +311,7 @@ Datum pg_sop_stream_list(PG_FUNCTION_ARGS)
                             errdetail("pg_sop_stream_list could not copy a key.")));
         for (int i = 0; i < b->n; i++) {
             ListEntry *e = &b->e[i];
-            pgsop_verify_text(e->key, e->key_len, t.shape.opts.store, "a key");
+            pgsop_verify_text(e->key, e->key_len, t.shape.opts.store, true);
             Datum values[3] = {PointerGetDatum(cstring_to_text_with_len(e->key, (int)e->key_len)),
                                Int64GetDatum((int64)e->chunks), Int64GetDatum((int64)e->bytes)};
             bool nulls[3] = {false, false, false};
