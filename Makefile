@@ -11,6 +11,10 @@
 #   make tsan            the threaded tests under ThreadSanitizer (build/san-tsan)
 #   make lint            formatting, layering, exported symbols, banned calls, cppcheck
 #   make test-long       the test suite with the long (documented) sizes
+#   make bench           install the peers (LMDB, SQLite, RocksDB, gnuplot), run every
+#                        workload on every engine and PostgreSQL (bench/run.sh, about
+#                        15 minutes; BENCH_N=20000 BENCH_REPS=1 for a quick look) and
+#                        write docs/bench/results.md and its charts. Not part of make test.
 #   make pg              build the extension: PGXS in pg_sop/ against build/lib/libsop.a
 #   make pg-install      make pg, then install it into PostgreSQL 15 (with sudo when not root);
 #                        make install is the same
@@ -72,7 +76,7 @@ SUDO = $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null || echo sudo)
 PG_TESTS := $(if $(SANITIZE),,tests/pg/run_regress.sh tests/pg/test_interop.sh tests/pg/run_tap.sh)
 PG_INSTALL_STEP = $(if $(SANITIZE),@echo "make: SANITIZE is set: the PostgreSQL suites run in plain make test only",@$(MAKE) --no-print-directory pg-install)
 
-.PHONY: all deps demo engine-demo test test-long lint format clean fuzz tsan pg pg-check pg-install pg-test install
+.PHONY: bench bench-bin all deps demo engine-demo test test-long lint format clean fuzz tsan pg pg-check pg-install pg-test install
 all: $(LIB_A) $(LIB_SO) $(CLI)
 
 $(BUILD)/obj/%.o: engine/src/%.c
@@ -129,6 +133,22 @@ $(DEMO): engine/examples/demo.c $(LIB_A)
 
 deps:
 	@.ci/deps
+
+# The benchmarks (bench/, docs/bench/): one harness over libsop and its peers.
+BENCH_PKGS := liblmdb-dev libsqlite3-dev librocksdb-dev gnuplot-nox
+BENCH_SRC := $(wildcard bench/*.c)
+build/bench/bench: $(BENCH_SRC) bench/bench.h build/lib/libsop.a
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -std=c11 -g -O2 $(WARN) -o $@ $(BENCH_SRC) build/lib/libsop.a \
+	    -llmdb -lsqlite3 -lrocksdb $(LDLIBS)
+
+bench-bin:
+	@$(MAKE) --no-print-directory SANITIZE= build/lib/libsop.a build/bench/bench
+
+bench:
+	@.ci/deps $(BENCH_PKGS)
+	@$(MAKE) --no-print-directory bench-bin pg-install
+	@bench/run.sh
 
 # The PostgreSQL demo: a temporary instance, pg_sop, 100,000 rows (tests/pg/demo.sh).
 demo: deps

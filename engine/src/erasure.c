@@ -639,6 +639,37 @@ static bool drive_failure(sop_rc rc)
     return rc == SOP_IO || rc == SOP_NOTFOUND || rc == SOP_CORRUPT || rc == SOP_LIMIT;
 }
 
+void sop__ec_encode(const sop__rs *rs, const uint8_t id[16], const void *data, size_t len,
+                    uint8_t *files)
+{
+    uint32_t k = rs->k, n = rs->k + rs->p;
+    size_t sl = sop__shard_len(len, k), fl = SOP__SHARD_HEADER + sl;
+    uint8_t *payload[SOP_EC_SHARDS_MAX];
+    for (uint32_t i = 0; i < n; i++)
+        payload[i] = files + i * fl + SOP__SHARD_HEADER;
+    for (uint32_t i = 0; i < k; i++) {
+        size_t off = (size_t)i * sl, take = off < len ? len - off : 0;
+        if (take > sl)
+            take = sl;
+        if (take)
+            memcpy(payload[i], (const uint8_t *)data + off, take);
+        memset(payload[i] + take, 0, sl - take);
+    }
+    sop__rs_encode(rs, sl, payload, payload + k);
+    sop__shard_hdr h;
+    memcpy(h.blob_id, id, 16);
+    h.k = k;
+    h.p = rs->p;
+    h.blob_len = len;
+    h.payload_len = (uint32_t)sl;
+    h.blob_crc = sop__crc32c(0, data, len);
+    for (uint32_t i = 0; i < n; i++) {
+        h.index = i;
+        h.payload_crc = sop__crc32c(0, payload[i], sl);
+        sop__shard_hdr_encode(&h, files + i * fl);
+    }
+}
+
 sop_rc sop__ec_put(sop__ecstore *es, const uint8_t id[16], const void *data, size_t len,
                    unsigned flags, sop_err *err)
 {
@@ -652,32 +683,11 @@ sop_rc sop__ec_put(sop__ecstore *es, const uint8_t id[16], const void *data, siz
     if (buf == NULL)
         return sop__err_set(err, SOP_NOMEM, 0, "blob %s: no memory for %u shards of %zu bytes",
                             text, es->n, fl);
-    uint8_t *payload[SOP_EC_SHARDS_MAX];
-    for (uint32_t i = 0; i < es->n; i++)
-        payload[i] = buf + i * fl + SOP__SHARD_HEADER;
-    for (uint32_t i = 0; i < es->k; i++) {
-        size_t off = (size_t)i * sl, take = off < len ? len - off : 0;
-        if (take > sl)
-            take = sl;
-        if (take)
-            memcpy(payload[i], (const uint8_t *)data + off, take);
-        memset(payload[i] + take, 0, sl - take);
-    }
-    sop__rs_encode(es->rs, sl, payload, payload + es->k);
-    sop__shard_hdr h;
-    memcpy(h.blob_id, id, 16);
-    h.k = es->k;
-    h.p = es->p;
-    h.blob_len = len;
-    h.payload_len = (uint32_t)sl;
-    h.blob_crc = sop__crc32c(0, data, len);
+    sop__ec_encode(es->rs, id, data, len, buf);
     uint32_t placed = 0, written = 0;
     sop_err first = {0};
     sop_rc rc = SOP_OK;
     for (uint32_t i = 0; i < es->n; i++) {
-        h.index = i;
-        h.payload_crc = sop__crc32c(0, payload[i], sl);
-        sop__shard_hdr_encode(&h, buf + i * fl);
         sop_err e = {0};
         sop_rc wrc = sop__blob_put(es->drive[i], id, buf + i * fl, fl, flags, &e);
         if (wrc == SOP_OK) {

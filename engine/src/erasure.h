@@ -127,6 +127,11 @@ typedef struct sop__ecstore sop__ecstore;
 /* Shard i under <c->paths[i]>/<store>. */
 sop_rc sop__ec_open(const sop__ecconf *c, const char *store, sop__ecstore **out, sop_err *err);
 void sop__ec_close(sop__ecstore *es);
+/* The CPU part of a put: the n = k + p shard files of a blob (header and
+ * payload, SOP__SHARD_HEADER + sop__shard_len(len, k) bytes each) into
+ * `files`, n of them back to back. */
+void sop__ec_encode(const sop__rs *rs, const uint8_t id[16], const void *data, size_t len,
+                    uint8_t *files);
 sop_rc sop__ec_put(sop__ecstore *es, const uint8_t id[16], const void *data, size_t len,
                    unsigned flags, sop_err *err);
 sop_rc sop__ec_get(sop__ecstore *es, const uint8_t id[16], uint8_t **data, size_t *len,
