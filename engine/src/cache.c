@@ -70,6 +70,52 @@ static entry **find_slot(const uint8_t phys[16], uint32_t version)
     return pp;
 }
 
+#ifdef SOP_FAULT_INJECTION
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Test builds prove that nobody changes a shared node: its contents are
+ * summed when it is shared and checked on every release. */
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ ((const uint8_t *)p)[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t contents_sum(const sop__node *n)
+{
+    uint64_t h = fnv(0xcbf29ce484222325ull, &n->count, sizeof(n->count));
+    h = fnv(h, n->items, sizeof(sop__item) * n->count);
+    for (uint32_t i = 0; i < n->count; i++) {
+        h = fnv(h, n->heap + n->items[i].koff, n->items[i].klen);
+        h = fnv(h, n->heap + n->items[i].voff, n->items[i].vlen);
+    }
+    if (!n->leaf)
+        h = fnv(h, n->kids, 16 * ((size_t)n->count + 1));
+    return fnv(h, &n->version, sizeof(n->version));
+}
+
+static void sum_check(const sop__node *n)
+{
+    if (contents_sum(n) != n->shared_sum) {
+        fprintf(stderr, "cache: a shared (immutable) node was changed\n");
+        abort();
+    }
+}
+#else
+#define contents_sum(n) 0
+#define sum_check(n)    ((void)0)
+#endif
+
+/* Under mu: drops one reference; the last one frees the node. */
+static void unref(sop__node *n)
+{
+    sum_check(n);
+    if (--n->refs == 0)
+        sop__node_free(n);
+}
+
 static void drop(entry *e)
 {
     entry **pp = find_slot(e->phys, e->version);
@@ -77,7 +123,7 @@ static void drop(entry *e)
     unlink_lru(e);
     used -= e->bytes;
     nentries--;
-    sop__node_free(e->node);
+    unref(e->node);
     sop__free(e);
 }
 
@@ -112,51 +158,52 @@ void sop__l1_reserve(uint64_t bytes)
 
 sop__node *sop__l1_get(const uint8_t phys[16], uint32_t version)
 {
-    sop__node *copy = NULL;
+    sop__node *n = NULL;
     pthread_mutex_lock(&mu);
     entry *e = table ? *find_slot(phys, version) : NULL;
     if (e) {
         unlink_lru(e);
         push_newest(e);
-        if (sop__node_clone(e->node, &copy, NULL) != SOP_OK)
-            copy = NULL;
-    }
-    if (copy)
+        n = e->node;
+        n->refs++;
         hits++;
-    else
+    } else {
         misses++;
+    }
     pthread_mutex_unlock(&mu);
-    return copy;
+    return n;
 }
 
-void sop__l1_put(const uint8_t phys[16], uint32_t version, const sop__node *n)
+sop__node *sop__l1_share(const uint8_t phys[16], uint32_t version, sop__node *n)
 {
-    sop__node *copy;
-    if (sop__node_clone(n, &copy, NULL) != SOP_OK)
-        return;
-    uint64_t bytes = node_bytes(copy);
+    uint64_t bytes = node_bytes(n);
     pthread_mutex_lock(&mu);
     if (bytes > budget / 4 || (table == NULL && (grow_table(), table == NULL))) {
         pthread_mutex_unlock(&mu);
-        sop__node_free(copy);
-        return;
+        return n;
     }
     entry **pp = find_slot(phys, version);
-    if (*pp) { /* already there */
+    if (*pp) { /* another reader cached it first */
+        sop__node *have = (*pp)->node;
+        have->refs++;
         pthread_mutex_unlock(&mu);
-        sop__node_free(copy);
-        return;
+        sop__node_free(n);
+        return have;
     }
     entry *e = sop__calloc(1, sizeof(*e));
     if (e == NULL) {
         pthread_mutex_unlock(&mu);
-        sop__node_free(copy);
-        return;
+        return n;
     }
     memcpy(e->phys, phys, 16);
     e->version = version;
-    e->node = copy;
+    e->node = n;
     e->bytes = bytes;
+    n->shared = true;
+    n->refs = 2; /* the cache's and the caller's */
+#ifdef SOP_FAULT_INJECTION
+    n->shared_sum = contents_sum(n);
+#endif
     *pp = e;
     push_newest(e);
     used += bytes;
@@ -166,6 +213,28 @@ void sop__l1_put(const uint8_t phys[16], uint32_t version, const sop__node *n)
     if (nentries > nbuckets)
         grow_table();
     pthread_mutex_unlock(&mu);
+    return n;
+}
+
+void sop__l1_release(sop__node *n)
+{
+    if (n == NULL)
+        return;
+    if (!n->shared) { /* private: nobody else can see it */
+        sop__node_free(n);
+        return;
+    }
+    pthread_mutex_lock(&mu);
+    unref(n);
+    pthread_mutex_unlock(&mu);
+}
+
+void sop__l1_put(const uint8_t phys[16], uint32_t version, const sop__node *n)
+{
+    sop__node *copy;
+    if (sop__node_clone(n, &copy, NULL) != SOP_OK)
+        return;
+    sop__l1_release(sop__l1_share(phys, version, copy));
 }
 
 void sop__l1_stats_get(sop__l1_stats *out)

@@ -50,6 +50,14 @@ typedef struct sop__node {
     uint32_t heap_used, heap_cap, heap_dead;
     /* For the node repository that owns the node; the tree ignores them. */
     uint32_t version;
+    /* Set once when the L1 cache shares the node (cache.c): it is then
+     * immutable and freed by the last of its `refs` (counted under the
+     * cache's mutex). false: a private node. */
+    bool shared;
+    uint32_t refs;
+#ifdef SOP_FAULT_INJECTION
+    uint64_t shared_sum; /* test builds: the contents when shared (cache.c) */
+#endif
     uint32_t repo_flags;
     void *repo_data;
 } sop__node;

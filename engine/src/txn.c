@@ -179,7 +179,7 @@ static void forget_nodes(sop__txstore *ts)
     sop__idmap_slot *slot;
     for (size_t pos = 0; (pos = sop__idmap_next(&ts->nodes, pos, &slot)) != 0;) {
         sop__txnode *tn = slot->val;
-        sop__node_free(tn->node);
+        sop__l1_release(tn->node);
         sop__free(tn);
     }
     sop__idmap_free(&ts->nodes);
@@ -408,12 +408,14 @@ static sop_rc txr_get(void *repo, const uint8_t id[16], sop__node **out, sop_err
             sop__node_free(n);
             return sop__err_set(err, SOP_CORRUPT, 0, "%s: body of another node", what);
         }
-        sop__l1_put(sop__handle_active(&h), (uint32_t)h.version, n);
+        n->version = (uint32_t)h.version;
+        /* shared from now on: read in place, cloned by txr_writable */
+        if (!ts->txn->no_cache)
+            n = sop__l1_share(sop__handle_active(&h), (uint32_t)h.version, n);
     }
-    n->version = (uint32_t)h.version;
     tn = sop__calloc(1, sizeof(*tn));
     if (tn == NULL) {
-        sop__node_free(n);
+        sop__l1_release(n);
         return sop__err_set(err, SOP_NOMEM, 0, "txrepo: no memory");
     }
     tn->node = n;
@@ -421,7 +423,7 @@ static sop_rc txr_get(void *repo, const uint8_t id[16], sop__node **out, sop_err
     tn->state = SOP__TXN_READ;
     rc = sop__idmap_put(&ts->nodes, id, tn, err);
     if (rc != SOP_OK) {
-        sop__node_free(n);
+        sop__l1_release(n);
         sop__free(tn);
         return rc;
     }
@@ -436,9 +438,15 @@ static sop_rc txr_writable(void *repo, sop__node *n, sop__node **out, sop_err *e
     sop__txnode *tn = sop__idmap_get(&ts->nodes, n->id);
     if (tn == NULL)
         return sop__err_set(err, SOP_INTERNAL, 0, "txrepo: writable() of a node never read");
+    if (tn->node->shared) { /* the cache's node: change a private copy */
+        sop__node *copy;
+        SOP__TRY(sop__node_clone(tn->node, &copy, err));
+        sop__l1_release(tn->node);
+        tn->node = copy;
+    }
     if (tn->state == SOP__TXN_READ)
         tn->state = SOP__TXN_DIRTY;
-    *out = tn->node; /* decoded privately by this transaction: no copy needed */
+    *out = tn->node;
     return SOP_OK;
 }
 

@@ -787,7 +787,7 @@ TEST(paused_holder_after_its_claim_is_waited_for)
 
 /* ---- the L1 node cache ---- */
 
-TEST(l1_cache_serves_clones_and_keeps_its_budget)
+TEST(l1_cache_shares_nodes_and_keeps_its_budget)
 {
     sop__l1_clear();
     sop__l1_reserve(1u << 20);
@@ -799,17 +799,22 @@ TEST(l1_cache_serves_clones_and_keeps_its_budget)
     CHECK_OK(sop__node_new(id, true, 8, 64 + sizeof(big), &n, &err), &err);
     sop__node_insert(n, 0, "key", 3, big, sizeof(big), id, 1, 0);
     CHECK(sop__l1_get(phys, 1) == NULL);
-    sop__l1_put(phys, 1, n);
+    sop__l1_put(phys, 1, n); /* a copy: n stays the caller's */
+    CHECK(!n->shared);
     CHECK(sop__l1_get(phys, 2) == NULL); /* another version: a miss */
     sop__node *c = sop__l1_get(phys, 1);
-    CHECK(c != NULL && c != n && c->count == 1);
+    CHECK(c != NULL && c != n && c->shared && c->count == 1);
     CHECK(memcmp(sop__node_key(c, 0), "key", 3) == 0);
-    memcpy(c->heap + c->items[0].voff, "VALUE", 5); /* a clone: the cached copy is untouched */
     sop__node *d = sop__l1_get(phys, 1);
-    CHECK(d && memcmp(sop__node_value(d, 0), "value", 5) == 0);
-    sop__node_free(c);
-    sop__node_free(d);
-    /* many more bodies than fit: the budget holds, the newest stay */
+    CHECK(d == c); /* shared, not copied */
+    sop__l1_release(d);
+    /* sharing a second body of the same (phys, version) gives the first */
+    sop__node *twin;
+    CHECK_OK(sop__node_clone(n, &twin, &err), &err);
+    CHECK(sop__l1_share(phys, 1, twin) == c);
+    sop__l1_release(c);
+    /* many more bodies than fit: the budget holds, the newest stay; a node
+     * still referenced survives its eviction */
     for (int i = 0; i < 5000; i++) {
         uint8_t p[16] = {0};
         memcpy(p, &i, sizeof(i));
@@ -820,14 +825,21 @@ TEST(l1_cache_serves_clones_and_keeps_its_budget)
     sop__l1_stats_get(&st);
     CHECK(st.bytes <= st.budget);
     CHECK(st.entries > 0 && st.entries < 5000);
+    CHECK(sop__l1_get(phys, 1) == NULL);                   /* the oldest went first */
+    CHECK(memcmp(sop__node_value(c, 0), "value", 5) == 0); /* still ours */
+    sop__l1_release(c);
     uint8_t last[16] = {0};
     int i = 4999;
     memcpy(last, &i, sizeof(i));
     last[15] = 9;
     sop__node *e = sop__l1_get(last, 1);
     CHECK(e != NULL);
-    sop__node_free(e);
-    CHECK(sop__l1_get(phys, 1) == NULL); /* the oldest went first */
+    sop__l1_release(e);
+    /* a node too large to cache stays private */
+    sop__node *huge;
+    CHECK_OK(sop__node_new(id, true, 8, (uint32_t)(st.budget / 4 + 1), &huge, &err), &err);
+    CHECK(sop__l1_share(last, 7, huge) == huge && !huge->shared);
+    sop__l1_release(huge);
     sop__node_free(n);
 }
 
