@@ -126,13 +126,39 @@ sop_rc sop__node_reserve(sop__node *n, uint32_t items, size_t bytes, sop_err *er
     return SOP_OK;
 }
 
+static uint32_t heap_put(sop__node *n, const void *p, uint32_t len)
+{
+    uint32_t off = n->heap_used;
+    if (len)
+        memcpy(n->heap + off, p, len);
+    n->heap_used += len;
+    return off;
+}
+
 sop_rc sop__node_clone(const sop__node *n, sop__node **out, sop_err *err)
 {
+    /* A clone is made to be changed: leave room for a few edits so the
+     * first insert does not reallocate what was just copied. */
     size_t live = (size_t)n->heap_used - n->heap_dead;
+    size_t icap = (size_t)n->count + n->count / 8 + 4, hcap = live + live / 8 + 256;
+    if (icap > UINT32_MAX - 1)
+        icap = UINT32_MAX - 1;
+    if (hcap > UINT32_MAX)
+        hcap = UINT32_MAX;
     sop__node *c;
-    SOP__TRY(sop__node_new(n->id, n->leaf, n->count, (uint32_t)live, &c, err));
-    for (uint32_t i = 0; i < n->count; i++)
-        sop__node_insert_copy(c, i, n, i);
+    SOP__TRY(sop__node_new(n->id, n->leaf, (uint32_t)icap, (uint32_t)hcap, &c, err));
+    memcpy(c->items, n->items, sizeof(sop__item) * n->count);
+    c->count = n->count;
+    if (n->heap_dead == 0) { /* offsets stay valid */
+        memcpy(c->heap, n->heap, n->heap_used);
+        c->heap_used = n->heap_used;
+    } else {
+        for (uint32_t i = 0; i < n->count; i++) {
+            sop__item *it = &c->items[i];
+            it->koff = heap_put(c, n->heap + it->koff, it->klen);
+            it->voff = heap_put(c, n->heap + it->voff, it->vlen);
+        }
+    }
     if (!n->leaf)
         memcpy(c->kids, n->kids, 16 * ((size_t)n->count + 1));
     c->version = n->version;
@@ -149,15 +175,6 @@ sop_rc sop__node_make_internal(sop__node *n, sop_err *err)
         return sop__err_set(err, SOP_NOMEM, 0, "node: cannot allocate children");
     n->leaf = false;
     return SOP_OK;
-}
-
-static uint32_t heap_put(sop__node *n, const void *p, uint32_t len)
-{
-    uint32_t off = n->heap_used;
-    if (len)
-        memcpy(n->heap + off, p, len);
-    n->heap_used += len;
-    return off;
 }
 
 void sop__node_insert(sop__node *n, uint32_t i, const void *key, uint32_t klen, const void *val,

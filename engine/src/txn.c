@@ -1420,6 +1420,26 @@ sop_rc sop_txn_phase1(sop_txn *t, sop_err *err)
     return SOP_OK;
 }
 
+/* After a commit is applied: the nodes it wrote, already decoded here, go
+ * to the L1 cache under their new bodies' IDs and versions, so the next
+ * transaction does not read and decode what this one just wrote. */
+static void cache_committed(sop_txn *t)
+{
+    if (t->no_cache)
+        return;
+    for (sop__txstore *ts = t->stores; ts; ts = ts->next) {
+        sop__idmap_slot *slot;
+        for (size_t pos = 0; (pos = sop__idmap_next(&ts->nodes, pos, &slot)) != 0;) {
+            sop__txnode *tn = slot->val;
+            if (tn->state != SOP__TXN_DIRTY && tn->state != SOP__TXN_NEW)
+                continue;
+            uint32_t version = tn->state == SOP__TXN_DIRTY ? (uint32_t)tn->h.version + 1 : 1;
+            tn->node->version = version;
+            tn->node = sop__l1_share(tn->newphys, version, tn->node);
+        }
+    }
+}
+
 sop_rc sop_txn_phase2(sop_txn *t, sop_err *err)
 {
     if (t == NULL)
@@ -1435,6 +1455,7 @@ sop_rc sop_txn_phase2(sop_txn *t, sop_err *err)
         rc = sop__redo_apply(db, t->redo, t->redo_len, false, err);
         if (rc == SOP_OK) {
             SOP__CRASH_POINT(P2_DONE);
+            cache_committed(t);
             rc = sop__db_clear_pending(db, t->seq, err);
         } else {
             /* Failed: the marker stays, handed off: the next holder of the
