@@ -42,11 +42,20 @@ typedef struct target {
     uint32_t klen;
     const uint8_t *id; /* NULL: compare keys only */
     int bias;
+    uint64_t kpre; /* sop__key_prefix(key) */
 } target;
+
+#define TARGET(key, klen, id, bias)                                                                \
+    {                                                                                              \
+        (key), (klen), (id), (bias), sop__key_prefix((key), (klen))                                \
+    }
 
 static int cmp_item(const sop__btree *bt, const sop__node *n, uint32_t i, const target *t)
 {
     const sop__item *it = &n->items[i];
+    /* memcmp order: differing prefixes decide (node.h, invariant 5) */
+    if (bt->kc.order_fields == 0 && it->kpre != t->kpre)
+        return it->kpre < t->kpre ? -1 : 1;
     int c = sop__key_cmp(&bt->kc, n->heap + it->koff, it->klen, t->key, t->klen);
     if (c != 0)
         return c;
@@ -289,7 +298,7 @@ static sop_rc restore(sop__cursor *c, sop_err *err)
         return SOP_OK;
     if (c->state == SOP__CUR_GAP)
         return SOP_OK; /* moves from a gap seek by themselves */
-    target t = {c->skey, c->sklen, c->sid, 0};
+    target t = TARGET(c->skey, c->sklen, c->sid, 0);
     bool exact;
     sop_rc rc = seek(c, &t, &exact, err);
     if (rc == SOP_NOTFOUND)
@@ -342,7 +351,7 @@ sop_rc sop__cursor_last(sop__cursor *c, sop_err *err)
  * the removed item's (key, id). */
 static sop_rc move_from_gap(sop__cursor *c, int dir, sop_err *err)
 {
-    target t = {c->skey, c->sklen, c->bt->unique ? NULL : c->sid, dir};
+    target t = TARGET(c->skey, c->sklen, c->bt->unique ? NULL : c->sid, dir);
     bool exact;
     sop_rc rc = seek(c, &t, &exact, err);
     if (rc != SOP_OK)
@@ -416,7 +425,7 @@ sop_rc sop__cursor_find(sop__cursor *c, const uint8_t *key, uint32_t klen, sop_e
 {
     /* A unique tree may stop at the first exact hit; a duplicate tree must
      * reach the leftmost duplicate, so it aims just before all of them. */
-    target t = {key, klen, NULL, c->bt->unique ? 0 : -1};
+    target t = TARGET(key, klen, NULL, c->bt->unique ? 0 : -1);
     bool exact;
     sop_rc rc = seek(c, &t, &exact, err);
     if (rc != SOP_OK)
@@ -429,7 +438,7 @@ sop_rc sop__cursor_find(sop__cursor *c, const uint8_t *key, uint32_t klen, sop_e
 
 sop_rc sop__cursor_find_last(sop__cursor *c, const uint8_t *key, uint32_t klen, sop_err *err)
 {
-    target t = {key, klen, NULL, +1};
+    target t = TARGET(key, klen, NULL, +1);
     bool exact;
     sop_rc rc = seek(c, &t, &exact, err);
     if (rc != SOP_OK)
@@ -442,7 +451,7 @@ sop_rc sop__cursor_find_last(sop__cursor *c, const uint8_t *key, uint32_t klen, 
 sop_rc sop__cursor_find_id(sop__cursor *c, const uint8_t *key, uint32_t klen, const uint8_t id[16],
                            sop_err *err)
 {
-    target t = {key, klen, id, 0};
+    target t = TARGET(key, klen, id, 0);
     bool exact;
     sop_rc rc = seek(c, &t, &exact, err);
     if (rc != SOP_OK)
@@ -747,7 +756,7 @@ sop_rc sop__cursor_add(sop__cursor *c, const uint8_t *key, uint32_t klen, const 
     }
 
     /* Unique: the key alone places the item. Duplicates: (key, new id). */
-    target t = {key, klen, bt->unique ? NULL : new_id, 0};
+    target t = TARGET(key, klen, bt->unique ? NULL : new_id, 0);
     bool exact = false;
     sop_rc rc = seek(c, &t, &exact, err);
     if (rc == SOP_NOTFOUND)
@@ -999,6 +1008,9 @@ static sop_rc walk_node(walk_state *w, const uint8_t id[16], uint32_t level, bou
         for (uint32_t k = 1; k < n->count; k++)
             if (cmp_items(bt, n, k - 1, n, k) >= 0)
                 return bad(err, n, "items out of order", level);
+        for (uint32_t k = 0; k < n->count; k++)
+            if (n->items[k].kpre != sop__key_prefix(sop__node_key(n, k), n->items[k].klen))
+                return bad(err, n, "an item's key prefix does not match its key", level);
         if (n->count > 0 && lo.n && cmp_items(bt, lo.n, lo.i, n, 0) >= 0)
             return bad(err, n, "first item not above the parent's separator", level);
         if (n->count > 0 && hi.n && cmp_items(bt, n, n->count - 1, hi.n, hi.i) >= 0)

@@ -182,6 +182,7 @@ void sop__node_insert(sop__node *n, uint32_t i, const void *key, uint32_t klen, 
 {
     memmove(&n->items[i + 1], &n->items[i], sizeof(sop__item) * (n->count - i));
     sop__item *it = &n->items[i];
+    it->kpre = sop__key_prefix(key, klen);
     it->koff = heap_put(n, key, klen);
     it->klen = klen;
     it->voff = heap_put(n, val, vlen);
@@ -204,6 +205,7 @@ void sop__node_replace_copy(sop__node *n, uint32_t i, const sop__node *src, uint
     const sop__item *s = &src->items[si];
     sop__item *it = &n->items[i];
     n->heap_dead += it->klen + it->vlen;
+    it->kpre = s->kpre;
     it->koff = heap_put(n, src->heap + s->koff, s->klen);
     it->klen = s->klen;
     it->voff = heap_put(n, src->heap + s->voff, s->vlen);
@@ -247,6 +249,7 @@ void sop__node_set_key(sop__node *n, uint32_t i, const void *key, uint32_t klen)
 {
     sop__item *it = &n->items[i];
     n->heap_dead += it->klen;
+    it->kpre = sop__key_prefix(key, klen);
     it->koff = heap_put(n, key, klen);
     it->klen = klen;
 }

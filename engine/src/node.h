@@ -20,6 +20,10 @@
  *     runs to the end.
  *  4. The heap never exceeds UINT32_MAX bytes (offsets are 32-bit); a
  *     reservation that would need more returns SOP_LIMIT.
+ *  5. items[i].kpre == sop__key_prefix(key of item i) at all times. When
+ *     two zero-padded prefixes differ they order as their keys do in
+ *     memcmp order (shorter first): the keys differ at that byte, or the
+ *     one that ended there is a proper prefix of the other.
  */
 #ifndef SOP_NODE_H
 #define SOP_NODE_H
@@ -32,6 +36,10 @@
 #include "tuple.h"
 
 typedef struct sop__item {
+    /* The key's first 8 bytes as a big-endian number, zero-padded
+     * (sop__key_prefix): in memcmp-ordered trees most comparisons of a
+     * search end here, without touching the heap (docs/btree.md). */
+    uint64_t kpre;
     uint32_t koff, klen;
     uint32_t voff, vlen;
     uint32_t version;
@@ -66,6 +74,14 @@ typedef struct sop__node {
 typedef struct sop__keycmp {
     uint32_t order_fields; /* 0: memcmp, shorter first; N: first N tuple fields */
 } sop__keycmp;
+
+static inline uint64_t sop__key_prefix(const uint8_t *k, size_t len)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < 8; i++)
+        v = v << 8 | (i < len ? k[i] : 0);
+    return v;
+}
 
 static inline int sop__key_cmp(const sop__keycmp *kc, const uint8_t *a, size_t alen,
                                const uint8_t *b, size_t blen)
