@@ -136,7 +136,7 @@ deps:
 
 # The benchmarks (bench/, docs/bench/): one harness over libsop and its peers.
 # make bench BENCH_N=20000 BENCH_REPS=1 ...: bench/run.sh lists the settings.
-export BENCH_N BENCH_REPS BENCH_W6_SECS BENCH_W7_SECS BENCH_CAP_S BENCH_DIR BENCH_SKIP_PG
+export BENCH_N BENCH_REPS BENCH_W6_SECS BENCH_W7_SECS BENCH_CAP_S BENCH_DIR BENCH_SKIP_PG BENCH_PG_WARMUP
 BENCH_PKGS := liblmdb-dev libsqlite3-dev librocksdb-dev gnuplot-nox
 BENCH_SRC := $(wildcard bench/*.c)
 build/bench/bench: $(BENCH_SRC) bench/bench.h build/lib/libsop.a

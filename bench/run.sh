@@ -6,12 +6,14 @@
 # Settings (environment):
 #   BENCH_N        keys loaded (default 1000000); PostgreSQL rows too
 #   BENCH_REPS     repetitions, medians reported (default 3)
-#   BENCH_W6_SECS  length of W6 (default 10); BENCH_W7_SECS of W7 (default 4)
-#   BENCH_CAP_S    a phase stops after this many seconds (default 12) and
+#   BENCH_W6_SECS  length of W6 (default 10); BENCH_W7_SECS of W7 (default 3)
+#   BENCH_CAP_S    a phase stops after this many seconds (default 6) and
 #                  reports its rate over what it did, flagged capped
 #   BENCH_DIR      where the databases live (default build/bench/tmp; the
 #                  same file system for every engine)
 #   BENCH_SKIP_PG  1: no PostgreSQL part
+#   BENCH_PG_WARMUP  scan (default: one untimed ordered scan warms each
+#                  table before its lookups) or full (an untimed lookup run)
 # Nothing else may run on the machine meanwhile: every engine is measured in
 # turn, and the numbers are only comparable within one run.
 set -euo pipefail
@@ -20,8 +22,8 @@ cd "$(dirname "$0")/.."
 N=${BENCH_N:-1000000}
 REPS=${BENCH_REPS:-3}
 W6=${BENCH_W6_SECS:-10}
-W7=${BENCH_W7_SECS:-4}
-CAP=${BENCH_CAP_S:-12}
+W7=${BENCH_W7_SECS:-3}
+CAP=${BENCH_CAP_S:-6}
 DIR=${BENCH_DIR:-build/bench/tmp}
 OUT=build/bench
 DOCS=docs/bench
@@ -71,7 +73,8 @@ REDIS_PID=
 # ---- PostgreSQL ----
 t0=$(date +%s)
 if [ "${BENCH_SKIP_PG:-0}" != 1 ]; then
-    BENCH_N=$N BENCH_REPS=$REPS BENCH_CSV=$RAW BENCH_PG_PLANS=$OUT/pg_plans.txt bash bench/pg/run.sh
+    BENCH_N=$N BENCH_REPS=$REPS BENCH_CSV=$RAW BENCH_PG_PLANS=$OUT/pg_plans.txt \
+        BENCH_PG_WARMUP=${BENCH_PG_WARMUP:-scan} bash bench/pg/run.sh
 fi
 t_pg=$(($(date +%s) - t0))
 
