@@ -212,6 +212,29 @@ sop__node *sop__l1_share(const uint8_t phys[16], uint32_t version, sop__node *n)
     return n;
 }
 
+bool sop__l1_take(const uint8_t phys[16], uint32_t version, sop__node *n)
+{
+    if (!n->shared)
+        return true;
+    bool taken = false;
+    pthread_mutex_lock(&mu);
+    entry **pp = table ? find_slot(phys, version) : NULL;
+    entry *e = pp ? *pp : NULL;
+    if (e && e->node == n && n->refs == 2) {
+        sum_check(n);
+        *pp = e->hnext;
+        unlink_lru(e);
+        used -= e->bytes;
+        nentries--;
+        sop__free(e);
+        n->refs = 0;
+        n->shared = false; /* no other thread holds it: safe to clear */
+        taken = true;
+    }
+    pthread_mutex_unlock(&mu);
+    return taken;
+}
+
 void sop__l1_release(sop__node *n)
 {
     if (n == NULL)

@@ -40,6 +40,11 @@ sop__node *sop__l1_share(const uint8_t phys[16], uint32_t version, sop__node *n)
 /* Drops the caller's reference to a node from sop__l1_get/share; a
  * private node is freed. NULL is ignored. */
 void sop__l1_release(sop__node *n);
+/* For a caller about to change n, the cached body of (phys, version) it
+ * holds a reference to: when nobody else uses n (only the cache and the
+ * caller hold references), n leaves the cache and becomes the caller's
+ * private node (true); otherwise false and the caller must clone it. */
+bool sop__l1_take(const uint8_t phys[16], uint32_t version, sop__node *n);
 /* Caches a copy of n as the body of (phys, version). */
 void sop__l1_put(const uint8_t phys[16], uint32_t version, const sop__node *n);
 

@@ -438,7 +438,11 @@ static sop_rc txr_writable(void *repo, sop__node *n, sop__node **out, sop_err *e
     sop__txnode *tn = sop__idmap_get(&ts->nodes, n->id);
     if (tn == NULL)
         return sop__err_set(err, SOP_INTERNAL, 0, "txrepo: writable() of a node never read");
-    if (tn->node->shared) { /* the cache's node: change a private copy */
+    /* The cache's node: take it over when nobody else reads it (the usual
+     * case for the node a previous commit of this process wrote), else
+     * change a private copy. */
+    if (tn->node->shared &&
+        !sop__l1_take(sop__handle_active(&tn->h), (uint32_t)tn->h.version, tn->node)) {
         sop__node *copy;
         SOP__TRY(sop__node_clone(tn->node, &copy, err));
         sop__l1_release(tn->node);

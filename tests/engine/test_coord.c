@@ -843,6 +843,32 @@ TEST(l1_cache_shares_nodes_and_keeps_its_budget)
     sop__node_free(n);
 }
 
+/* A writer takes a cached node over only when nobody else holds it. */
+TEST(l1_cache_hands_over_nodes_nobody_else_reads)
+{
+    sop__l1_clear();
+    sop__l1_reserve(1u << 20);
+    uint8_t id[16] = {3}, phys[16] = {4};
+    sop__node *n;
+    CHECK_OK(sop__node_new(id, true, 8, 64, &n, &err), &err);
+    sop__node_insert(n, 0, "k", 1, "v", 1, id, 1, 0);
+    sop__l1_put(phys, 1, n);
+    sop__node *a = sop__l1_get(phys, 1), *b = sop__l1_get(phys, 1);
+    CHECK(a != NULL && a == b && a->shared);
+    CHECK(!sop__l1_take(phys, 1, a)); /* b reads it too */
+    sop__l1_release(b);
+    CHECK(!sop__l1_take(phys, 2, a)); /* not the body of that version */
+    CHECK(sop__l1_take(phys, 1, a));  /* only the cache and a: handed over */
+    CHECK(!a->shared);
+    CHECK(sop__l1_get(phys, 1) == NULL);              /* gone from the cache */
+    sop__node_insert(a, 1, "l", 1, "w", 1, id, 1, 0); /* a private node now */
+    sop__l1_release(a);                               /* frees it */
+    sop__l1_stats st;
+    sop__l1_stats_get(&st);
+    CHECK_EQ(st.entries, 0);
+    sop__node_free(n);
+}
+
 /* Reads in a second transaction come from the cache, not the blobs. */
 TEST(l1_cache_hits_across_transactions)
 {
@@ -1028,7 +1054,31 @@ static void commit_behind_the_cache(redisContext *s, sop_db *a, int n, int64_t v
     freeReplyObject(keys);
 }
 
+/* A reader in db that holds every node of store s in the L1 cache while
+ * it is open: a writer of the same process must then clone them instead of
+ * taking them out of the cache, so their old bodies stay readable there. */
+static sop_txn *pin_nodes(sop_db *db, int n)
+{
+    sop_txn *t;
+    sop_btree *bt;
+    CHECK_OK(sop_txn_begin(db, SOP_TXN_NOCHECK, 0, &t, &err), &err);
+    CHECK_OK(sop_store_open(t, "s", &bt, &err), &err);
+    for (int i = 0; i < n; i++) {
+        sop_rc rc;
+        get_i64(bt, i, &rc);
+        CHECK_OK(rc, &err);
+    }
+    return t;
+}
+
+static void unpin_nodes(sop_txn *t)
+{
+    CHECK_OK(sop_txn_commit(t, &err), &err);
+    sop_txn_free(t);
+}
+
 /* Stale entries (a commit's removal lost): a reader may read the old state
+ * (here from the L1 cache, which still holds the old bodies: pin_nodes)
  * but cannot commit on it; its failed validation drops the entries and the
  * retry reads the new state. A writer merges on the fresh tree. */
 TEST(l2_stale_entries_fail_validation_and_are_dropped)
@@ -1042,14 +1092,18 @@ TEST(l2_stale_entries_fail_validation_and_are_dropped)
     CHECK_OK(read_all(b, 100, 1, &first), &err);
     CHECK_OK(read_all(b, 100, 1, &first), &err); /* info cached too */
     redisContext *s = t_redis_connect(&r, NULL);
+    sop_txn *pin = pin_nodes(b, 100);
     commit_behind_the_cache(s, a, 100, 2);
+    unpin_nodes(pin);
     CHECK_RC(read_all(b, 100, 2, &first), SOP_CONFLICT, &err);
     CHECK_RC(first, SOP_CONFLICT, &err); /* it did read the stale state */
     CHECK_OK(read_all(b, 100, 2, &first), &err);
     CHECK_OK(first, &err);
 
     /* again, with a writer in b: its commit merges on the fresh tree */
+    pin = pin_nodes(b, 100);
     commit_behind_the_cache(s, a, 100, 3);
+    unpin_nodes(pin);
     sop_txn *t;
     sop_btree *bt;
     CHECK_OK(sop_txn_begin(b, SOP_TXN_WRITE, 0, &t, &err), &err);
