@@ -133,6 +133,18 @@ static const char *best_ours(const char *w, double *r)
     return b;
 }
 
+/* W8: the engine's and raw ISA-L's encode rates for kp_names[i]. */
+static const char *const kp_names[] = {"2+1", "4+2"};
+
+static void encode_rates(int i, double *engine, double *raw)
+{
+    char a[16], b[16];
+    snprintf(a, sizeof a, "sop-%s", kp_names[i]);
+    snprintf(b, sizeof b, "isal-%s", kp_names[i]);
+    *engine = rate(a, "W8-encode");
+    *raw = rate(b, "W8-encode");
+}
+
 static void target(FILE *o, const char *w, const char *peer, const char *peer_label, double goal)
 {
     double r, p = rate(peer, w);
@@ -199,16 +211,13 @@ static void ratios(FILE *o)
         fprintf(o, "| W7 | own W6 (%s) | >= 1.5x | **%.2fx** (%.0f vs %.0f) | %s |\n", c, w7 / w6,
                 w7, w6, w7 / w6 >= 1.5 ? "met" : "**missed**");
     }
-    static const char *const kp[] = {"2+1", "4+2"};
     for (int i = 0; i < 2; i++) {
-        char a[16], b[16];
-        snprintf(a, sizeof a, "sop-%s", kp[i]);
-        snprintf(b, sizeof b, "isal-%s", kp[i]);
-        double x = rate(a, "W8-encode"), y = rate(b, "W8-encode");
+        double x, y;
+        encode_rates(i, &x, &y);
         if (x > 0 && y > 0)
             fprintf(
                 o, "| W8 encode %s | raw ISA-L | >= 0.8x | **%.2fx** (%.0f vs %.0f MiB/s) | %s |\n",
-                kp[i], x / y, x, y, x / y >= 0.8 ? "met" : "**missed**");
+                kp_names[i], x / y, x, y, x / y >= 0.8 ? "met" : "**missed**");
     }
     fputs("\n### Every slot length against every peer\n\n| workload | ours |", o);
     static const char *const peers[] = {"lmdb", "sqlite-full", "sqlite-normal", "rocksdb"};
@@ -280,13 +289,10 @@ static void w8(FILE *o)
     fputs("\n| encode (1 MiB blobs, MiB of input/s) | raw ISA-L | engine | ratio |\n"
           "|---|---:|---:|---:|\n",
           o);
-    static const char *const kp[] = {"2+1", "4+2"};
     for (int i = 0; i < 2; i++) {
-        char a[16], b[16];
-        snprintf(a, sizeof a, "sop-%s", kp[i]);
-        snprintf(b, sizeof b, "isal-%s", kp[i]);
-        double x = rate(a, "W8-encode"), y = rate(b, "W8-encode");
-        fprintf(o, "| %s | %.0f | %.0f | %.2fx |\n", kp[i], y, x, y > 0 ? x / y : 0);
+        double x, y;
+        encode_rates(i, &x, &y);
+        fprintf(o, "| %s | %.0f | %.0f | %.2fx |\n", kp_names[i], y, x, y > 0 ? x / y : 0);
     }
     fputc('\n', o);
 }
