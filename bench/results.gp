@@ -7,7 +7,7 @@ set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.9 border -1
 set grid ytics
-set key outside right top
+set key outside right top noenhanced
 
 set output 'docs/bench/results.png'
 set title sprintf("libsop vs LMDB / SQLite / RocksDB: median operations per second, N = %s (log scale)", N)
