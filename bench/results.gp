@@ -18,7 +18,7 @@ plot for [c=2:9] 'docs/bench/results.dat' using c:xtic(1) title columnheader(c)
 
 set output 'docs/bench/results_pg.png'
 set terminal pngcairo size 900,500 font "DejaVu Sans,10"
-set title sprintf("PostgreSQL: heap table vs pg_sop foreign table, rows/s, N = %s", N)
+set title sprintf("PostgreSQL: heap table vs pg\\_sop foreign table, rows/s, N = %s", N)
 unset logscale y
 set format y "%.0f"
 set ylabel "rows per second"
