@@ -850,8 +850,9 @@ int main(int argc, char **argv)
         else
             usage();
     }
-    if (opt.n < 200 || opt.n > UINT32_MAX || opt.reps < 1)
-        die("--n must be 200..2^32-1 and --reps at least 1");
+    /* report.c keeps at most 16 repetitions per (config, workload) */
+    if (opt.n < 200 || opt.n > UINT32_MAX || opt.reps < 1 || opt.reps > 16)
+        die("--n must be 200..2^32-1 and --reps 1..16");
     if (mkdir(opt.dir, 0700) != 0 && errno != EEXIST)
         die("mkdir %s: %s", opt.dir, strerror(errno));
     csv = fopen(opt.csv, "a");

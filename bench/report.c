@@ -331,8 +331,11 @@ int bench_report(const char *csv, const char *md, const char *dat, const char *p
         if (split(line, f, 14) < 14 || strcmp(f[0], "rep") == 0)
             continue;
         cell *c = find(f[1], f[2], true);
-        if (c->n == MAXV)
+        if (c->n == MAXV) {
+            fprintf(stderr, "bench --report: more than %d results for %s %s: the rest ignored\n",
+                    MAXV, f[1], f[2]);
             continue;
+        }
         c->rate[c->n] = atof(f[5]);
         c->capped |= atoi(f[6]) != 0;
         c->wbytes[c->n] = atof(f[8]);

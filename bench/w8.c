@@ -186,10 +186,10 @@ static int encode_run(FILE *csv, int rep, const uint8_t *pool, uint32_t k, uint3
 {
     char name[32];
     snprintf(name, sizeof name, "%s-%u+%u", raw ? "isal" : "sop", k, p);
-    size_t len = MIB / k;
+    size_t len = MIB / k, file = SOP__SHARD_HEADER + sop__shard_len(MIB, k);
     uint8_t *buf = NULL;
     /* raw: k + p shard buffers; engine: k + p shard files with headers */
-    if (posix_memalign((void **)&buf, 64, (k + p) * (len + SOP__SHARD_HEADER + 64)) != 0)
+    if (posix_memalign((void **)&buf, 64, (k + p) * (file > len ? file : len)) != 0)
         return -1;
     uint8_t *shard[SOP_EC_SHARDS_MAX];
     for (uint32_t i = 0; i < k + p; i++)
