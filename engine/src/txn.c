@@ -409,7 +409,8 @@ static sop_rc txr_get(void *repo, const uint8_t id[16], sop__node **out, sop_err
             return sop__err_set(err, SOP_CORRUPT, 0, "%s: body of another node", what);
         }
         n->version = (uint32_t)h.version;
-        /* shared from now on: read in place, cloned by txr_writable */
+        /* shared from now on: read in place; txr_writable takes it over or
+         * clones it before the first change */
         if (!ts->txn->no_cache)
             n = sop__l1_share(sop__handle_active(&h), (uint32_t)h.version, n);
     }
